@@ -1,0 +1,241 @@
+"""``check()``, ``hint()`` and ``progress()``: feedback inside a notebook.
+
+``check(exercise_id, answer)`` runs the exercise's check on fresh random
+inputs, shows the result (HTML in Jupyter, text in a terminal), records it in
+the progress store and never raises. ``evaluate`` does the same work without
+showing or recording anything, for tests and the grader.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backprop_course import exercises, settings
+from backprop_course.compare import NotAttempted, Wrong
+from backprop_course.progress import ProgressStore
+
+__all__ = ["CheckResult", "check", "evaluate", "hint", "progress"]
+
+CORRECT, WRONG, NOT_ATTEMPTED, UNKNOWN = "correct", "wrong", "not attempted", "unknown exercise"
+
+_STYLE = {
+    CORRECT: ("#1b5e20", "#e8f5e9", "✔ PASS"),
+    WRONG: ("#b71c1c", "#ffebee", "✘ FAIL"),
+    NOT_ATTEMPTED: ("#5d4037", "#fff8e1", "… NOT ATTEMPTED"),
+    UNKNOWN: ("#4a148c", "#f3e5f5", "? UNKNOWN EXERCISE"),
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of checking one answer."""
+
+    exercise_id: str
+    title: str
+    status: str
+    message: str
+    points: float
+    max_points: float
+    next_hint: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == CORRECT
+
+    def __str__(self) -> str:
+        label = _STYLE[self.status][2]
+        lines = [f"{label}  {self.exercise_id} ({self.title}): "
+                 f"{_fmt(self.points)}/{_fmt(self.max_points)} points", f"  {self.message}"]
+        if self.next_hint and not self.passed:
+            lines.append(f"  Stuck? hint({self.exercise_id!r}) shows a hint.")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        color, background, label = _STYLE[self.status]
+        hint_html = ""
+        if self.next_hint and not self.passed:
+            hint_html = (
+                "<details style='margin-top:4px'><summary>Stuck? Show a hint</summary>"
+                f"<div style='margin:4px 0 0 12px'>{html.escape(self.next_hint)}</div></details>"
+            )
+        return (
+            f"<div style='border-left:6px solid {color};background:{background};"
+            f"padding:6px 10px;margin:4px 0;font-family:sans-serif;color:#212121'>"
+            f"<b style='color:{color}'>{label}</b> "
+            f"<code>{html.escape(self.exercise_id)}</code> {html.escape(self.title)}: "
+            f"<b>{_fmt(self.points)}/{_fmt(self.max_points)}</b> points"
+            f"<div style='margin-top:4px;white-space:pre-wrap'>{html.escape(self.message)}</div>"
+            f"{hint_html}</div>"
+        )
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _fmt(points: float) -> str:
+    return f"{points:g}"
+
+
+def _fresh_seed() -> int:
+    return int.from_bytes(os.urandom(4), "little")
+
+
+def evaluate(exercise_id: str, answer: Any, *, seed: int | None = None) -> CheckResult:
+    """Check ``answer`` for ``exercise_id`` and return the result; never raises.
+
+    ``seed`` fixes the random test inputs (the grader and tests use it);
+    by default every call draws fresh ones.
+    """
+    try:
+        ex = exercises.get(exercise_id)
+    except KeyError as error:
+        return CheckResult(str(exercise_id), "", UNKNOWN, str(error.args[0]), 0, 0)
+    rng = np.random.default_rng(_fresh_seed() if seed is None else seed)
+    try:
+        ex.checker(answer, rng)
+    except NotAttempted:
+        status, message = NOT_ATTEMPTED, (
+            f"Replace the `...` placeholder with your answer (it is bound to "
+            f"`{ex.answer}`), then run this cell again.")
+    except Wrong as wrong:
+        status, message = WRONG, str(wrong)
+    except RecursionError:
+        status, message = WRONG, "your code recursed too deeply (an infinite recursion?)"
+    except Exception as error:  # a bug in a check must never reach the learner as a traceback
+        status, message = WRONG, (
+            f"checking raised {type(error).__name__}: {error}. If your answer has the right "
+            f"type and shape, this may be a bug in the course: please report it.")
+    else:
+        status, message = CORRECT, "Correct: it matches the reference on fresh random inputs."
+    points = ex.points if status == CORRECT else 0
+    return CheckResult(ex.id, ex.title, status, message, points, ex.points,
+                       next_hint=ex.hints[0] if ex.hints else None)
+
+
+def _show(obj: Any) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        print(obj)
+        return
+    if get_ipython() is None:
+        print(obj)
+    else:
+        display(obj)
+
+
+def check(exercise_id: str, answer: Any) -> None:
+    """Check your answer to an exercise, show why it is right or wrong, record progress.
+
+    ``answer`` is what the exercise asks for: usually the function or value
+    you just wrote. This never raises: a wrong or unfinished answer is reported.
+    """
+    result = evaluate(exercise_id, answer)
+    if result.status != UNKNOWN and settings.recording_enabled():
+        store = ProgressStore.default()
+        try:
+            if result.status != NOT_ATTEMPTED:
+                store.record_attempt(result.exercise_id, passed=result.passed,
+                                     points=result.points)
+            shown = store.hints_shown(result.exercise_id)
+        except OSError as error:
+            print(f"(progress not saved: {error})")
+            shown = 0
+        ex = exercises.get(result.exercise_id)
+        nxt = ex.hints[shown] if shown < len(ex.hints) else None
+        result = CheckResult(result.exercise_id, result.title, result.status, result.message,
+                             result.points, result.max_points, next_hint=nxt)
+    _show(result)
+
+
+@dataclass(frozen=True)
+class Hint:
+    """One revealed hint, displayed as text or HTML."""
+
+    exercise_id: str
+    number: int
+    total: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"Hint {self.number}/{self.total} for {self.exercise_id}: {self.text}"
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return (f"<div style='border-left:6px solid #0d47a1;background:#e3f2fd;padding:6px 10px;"
+                f"font-family:sans-serif;color:#212121'><b>Hint {self.number}/{self.total}</b> "
+                f"<code>{html.escape(self.exercise_id)}</code>: {html.escape(self.text)}</div>")
+
+
+def hint(exercise_id: str) -> None:
+    """Reveal the next hint for an exercise (each call shows one more)."""
+    try:
+        ex = exercises.get(exercise_id)
+    except KeyError as error:
+        _show(f"hint: {error.args[0]}")
+        return
+    store = ProgressStore.default()
+    try:
+        shown = store.reveal_hint(ex.id, len(ex.hints))
+    except OSError:
+        shown = 1
+    number = max(shown, 1)
+    text = ex.hints[number - 1]
+    if number == len(ex.hints):
+        text += "  (That was the last hint; the lesson notebook works through the idea.)"
+    _show(Hint(ex.id, number, len(ex.hints), text))
+
+
+@dataclass(frozen=True)
+class ProgressReport:
+    """Points per lesson from the progress store, as a table."""
+
+    rows: tuple[tuple[str, int, int, float, float], ...]  # lesson, passed, count, points, max
+
+    @classmethod
+    def collect(cls, store: ProgressStore | None = None) -> ProgressReport:
+        records = (store or ProgressStore.default()).load()["exercises"]
+        rows = []
+        for lesson in exercises.lessons():
+            items = exercises.for_lesson(lesson)
+            passed = [e for e in items if records.get(e.id, {}).get("passed")]
+            rows.append((lesson, len(passed), len(items), sum(e.points for e in passed),
+                         sum(e.points for e in items)))
+        return cls(tuple(rows))
+
+    @property
+    def started(self) -> bool:
+        return any(row[1] for row in self.rows)
+
+    def __str__(self) -> str:
+        lines = [f"{'lesson':<8}{'passed':>10}{'points':>12}"]
+        for lesson, passed, count, points, possible in self.rows:
+            lines.append(f"{lesson:<8}{f'{passed}/{count}':>10}{f'{points:g}/{possible:g}':>12}")
+        total = sum(r[3] for r in self.rows), sum(r[4] for r in self.rows)
+        lines.append(f"{'total':<8}{'':>10}{f'{total[0]:g}/{total[1]:g}':>12}")
+        if not self.started:
+            lines.append("No exercise passed yet: open exercises/00_welcome.ipynb to start.")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td>{lesson}</td><td>{passed}/{count}</td><td>{points:g}/{possible:g}</td>"
+            f"<td><progress value='{points:g}' max='{possible:g}'></progress></td></tr>"
+            for lesson, passed, count, points, possible in self.rows
+        )
+        return ("<table><thead><tr><th>lesson</th><th>passed</th><th>points</th><th></th>"
+                f"</tr></thead><tbody>{body}</tbody></table>")
+
+
+def progress() -> None:
+    """Show your progress: exercises passed and points, per lesson."""
+    _show(ProgressReport.collect())

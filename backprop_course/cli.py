@@ -1,0 +1,235 @@
+"""The ``backprop-course`` command: start, doctor, release, progress.
+
+Each subcommand is a small function; errors a user can fix are printed as one
+clear sentence with exit status 2 (usage) or 1 (a check failed), never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from backprop_course import __version__
+
+DEFAULT_WORKDIR = "backprop-course-work"
+FIRST_LESSON = "notebooks/00_welcome.ipynb"
+REQUIRED = ("numpy", "matplotlib", "torch", "jupyterlab", "ipykernel", "ipywidgets",
+            "nbformat", "nbclient", "tqdm")
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+# ---------------------------------------------------------------- start
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from backprop_course.course import copy_course
+
+    target = Path(args.dir).expanduser().resolve()
+    if args.port is not None and not _port_free(args.port):
+        raise UsageError(f"port {args.port} is already in use; choose another with --port, "
+                         "or leave --port out and JupyterLab picks a free one")
+    try:
+        report = copy_course(target, with_solutions=args.with_solutions)
+    except PermissionError as error:
+        raise UsageError(f"cannot write the course into {target} ({error.strerror}); "
+                         "give a folder you can write to: backprop-course start DIR") from error
+    except OSError as error:
+        raise UsageError(f"cannot copy the course into {target}: {error}") from error
+    print(f"course folder: {target}")
+    print(f"  {len(report.copied)} copied, {len(report.updated)} updated, "
+          f"{len(report.unchanged)} unchanged")
+    for name in report.kept_with_new_beside:
+        print(f"  kept your edited {name}; the new release is beside it as "
+              f"{name.removesuffix('.ipynb')}.new.ipynb")
+    if args.copy_only:
+        print(f"open it with: cd {target} && jupyter lab {FIRST_LESSON}")
+        return 0
+    command = [sys.executable, "-m", "jupyterlab", FIRST_LESSON]
+    if args.no_browser:
+        command.append("--no-browser")
+    if args.port is not None:
+        command.append(f"--port={args.port}")
+    print("starting JupyterLab (Ctrl+C to stop):", " ".join(command[2:]))
+    try:
+        return subprocess.call(command, cwd=target)
+    except KeyboardInterrupt:
+        return 0
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from backprop_course import settings
+
+    problems = []
+    print(f"backprop-course {__version__}")
+    print(f"Python {platform.python_version()} ({sys.executable})")
+    print(f"platform: {platform.platform()}")
+    for name in REQUIRED:
+        version = _version(name)
+        print(f"  {name:<12} {version or 'MISSING'}")
+        if version is None:
+            problems.append(f"{name} is not installed: pip install {name}")
+    if _version("torch"):
+        try:
+            from backprop_course.device import describe_device
+
+            print(f"device: {describe_device()}")
+        except Exception as error:  # a broken torch install should be reported, not crash
+            problems.append(f"torch is installed but failed to start: {error}")
+    else:
+        print("device: unknown (torch is missing)")
+    try:
+        from backprop_course.course import course_root, lessons
+
+        root = course_root()
+        print(f"course files: {root} ({len(lessons(root))} lessons)")
+    except FileNotFoundError as error:
+        problems.append(str(error))
+    print(f"progress store: {settings.progress_path()} "
+          f"(set {settings.HOME_VARIABLE} to move it)")
+    if problems:
+        print("\nproblems:")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print("\nall good: run `backprop-course start` to open the course")
+    return 0
+
+
+# ---------------------------------------------------------------- release
+
+
+def _course_folder(root: str | None) -> Path:
+    if root:
+        return Path(root)
+    if (Path.cwd() / "solutions").is_dir():
+        return Path.cwd()
+    from backprop_course.course import course_root
+
+    return course_root()
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from backprop_course.release import ReleaseError, release
+
+    root = _course_folder(args.root)
+    try:
+        changes = release(root / "solutions", root / "exercises", check=args.check)
+    except ReleaseError as error:
+        raise UsageError(f"release failed: {error}") from error
+    if args.check:
+        if changes:
+            print("exercises/ is out of date with solutions/; run `backprop-course release`:")
+            for change in changes:
+                print(f"  {change}")
+            return 1
+        print("exercises/ is up to date")
+        return 0
+    print(f"released {root / 'exercises'}: " + (f"{len(changes)} file(s) changed"
+                                                if changes else "nothing changed"))
+    for change in changes:
+        print(f"  {change}")
+    return 0
+
+
+# ---------------------------------------------------------------- progress
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    from backprop_course import settings
+    from backprop_course.checking import ProgressReport
+
+    print(ProgressReport.collect())
+    print(f"(from {settings.progress_path()})")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backprop-course",
+        description="A Jupyter course on backpropagation: open it, check your setup, "
+                    "track progress, and (for instructors) release exercises.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    start = sub.add_parser(
+        "start", help="copy the course into a folder and open JupyterLab on lesson 00",
+        description="Copy the lessons and exercises into DIR and open JupyterLab there on "
+                    "lesson 00. Running it again updates notebooks you have not changed and "
+                    "never overwrites one you have: the newer release is written beside it "
+                    "as NN_topic.new.ipynb.")
+    start.add_argument("dir", nargs="?", default=DEFAULT_WORKDIR,
+                       help=f"working folder for your copy of the course (default: "
+                            f"./{DEFAULT_WORKDIR})")
+    start.add_argument("--with-solutions", action="store_true",
+                       help="also copy the solved exercise notebooks")
+    start.add_argument("--no-browser", action="store_true",
+                       help="start JupyterLab without opening a browser")
+    start.add_argument("--port", type=int, help="port for JupyterLab (default: a free one)")
+    start.add_argument("--copy-only", action="store_true",
+                       help="copy the course and print how to open it, without starting "
+                            "JupyterLab")
+    start.set_defaults(func=cmd_start)
+
+    doctor = sub.add_parser("doctor", help="report versions, the device found and anything "
+                                           "missing")
+    doctor.set_defaults(func=cmd_doctor)
+
+    release = sub.add_parser("release", help="regenerate exercises/ from solutions/")
+    release.add_argument("--check", action="store_true",
+                         help="change nothing; exit 1 if exercises/ is out of date")
+    release.add_argument("--root", help="course folder holding solutions/ and exercises/ "
+                                        "(default: the current folder if it has solutions/)")
+    release.set_defaults(func=cmd_release)
+
+    progress = sub.add_parser("progress", help="your exercise progress, per lesson")
+    progress.set_defaults(func=cmd_progress)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"backprop-course {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Device choice, decided in one place: CUDA, then Apple's MPS, then the CPU.
+
+torch is imported inside the functions, so ``backprop-course doctor`` can say
+that torch is missing instead of failing to start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DeviceInfo", "describe_device", "pick_device"]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Which device the course will use, and a sentence about it."""
+
+    kind: str  # "cuda", "mps" or "cpu"
+    name: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.name} ({self.detail})"
+
+
+def pick_device(prefer: str | None = None) -> str:
+    """The best available device as a string torch accepts: ``cuda``, ``mps`` or ``cpu``.
+
+    ``prefer`` asks for one; asking for a device that is not there raises a
+    ``RuntimeError`` that names the device found instead.
+    """
+    import torch
+
+    found = "cpu"
+    if torch.cuda.is_available():
+        found = "cuda"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found = "mps"
+    if prefer is None or prefer == found or prefer == "cpu":
+        return prefer or found
+    raise RuntimeError(f"device {prefer!r} was asked for but is not available; "
+                       f"the best device found is {found!r}")
+
+
+def describe_device() -> DeviceInfo:
+    """What :func:`pick_device` chooses, with its name and size."""
+    import os
+
+    import torch
+
+    kind = pick_device()
+    if kind == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        return DeviceInfo(kind, props.name, f"{props.total_memory / 2**30:.0f} GiB, "
+                          f"{torch.cuda.device_count()} GPU(s), CUDA {torch.version.cuda}")
+    if kind == "mps":
+        return DeviceInfo(kind, "Apple GPU", "Metal Performance Shaders")
+    import platform
+
+    name = platform.processor() or platform.machine() or "CPU"
+    return DeviceInfo(kind, name, f"{os.cpu_count()} cores, {torch.get_num_threads()} "
+                      "torch threads; GPU lessons shrink themselves to fit")
