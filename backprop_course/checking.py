@@ -49,8 +49,11 @@ class CheckResult:
 
     def __str__(self) -> str:
         label = _STYLE[self.status][2]
-        lines = [f"{label}  {self.exercise_id} ({self.title}): "
-                 f"{_fmt(self.points)}/{_fmt(self.max_points)} points", f"  {self.message}"]
+        lines = [
+            f"{label}  {self.exercise_id} ({self.title}): "
+            f"{_fmt(self.points)}/{_fmt(self.max_points)} points",
+            f"  {self.message}",
+        ]
         if self.next_hint and not self.passed:
             lines.append(f"  Stuck? hint({self.exercise_id!r}) shows a hint.")
         return "\n".join(lines)
@@ -99,22 +102,37 @@ def evaluate(exercise_id: str, answer: Any, *, seed: int | None = None) -> Check
     try:
         ex.checker(answer, rng)
     except NotAttempted:
-        status, message = NOT_ATTEMPTED, (
-            f"Replace the `...` placeholder with your answer (it is bound to "
-            f"`{ex.answer}`), then run this cell again.")
+        status, message = (
+            NOT_ATTEMPTED,
+            (
+                f"Replace the `...` placeholder with your answer (it is bound to "
+                f"`{ex.answer}`), then run this cell again."
+            ),
+        )
     except Wrong as wrong:
         status, message = WRONG, str(wrong)
     except RecursionError:
         status, message = WRONG, "your code recursed too deeply (an infinite recursion?)"
     except Exception as error:  # a bug in a check must never reach the learner as a traceback
-        status, message = WRONG, (
-            f"checking raised {type(error).__name__}: {error}. If your answer has the right "
-            f"type and shape, this may be a bug in the course: please report it.")
+        status, message = (
+            WRONG,
+            (
+                f"checking raised {type(error).__name__}: {error}. If your answer has the right "
+                f"type and shape, this may be a bug in the course: please report it."
+            ),
+        )
     else:
         status, message = CORRECT, "Correct: it matches the reference on fresh random inputs."
     points = ex.points if status == CORRECT else 0
-    return CheckResult(ex.id, ex.title, status, message, points, ex.points,
-                       next_hint=ex.hints[0] if ex.hints else None)
+    return CheckResult(
+        ex.id,
+        ex.title,
+        status,
+        message,
+        points,
+        ex.points,
+        next_hint=ex.hints[0] if ex.hints else None,
+    )
 
 
 def _show(obj: Any) -> None:
@@ -141,16 +159,22 @@ def check(exercise_id: str, answer: Any) -> None:
         store = ProgressStore.default()
         try:
             if result.status != NOT_ATTEMPTED:
-                store.record_attempt(result.exercise_id, passed=result.passed,
-                                     points=result.points)
+                store.record_attempt(result.exercise_id, passed=result.passed, points=result.points)
             shown = store.hints_shown(result.exercise_id)
         except OSError as error:
             print(f"(progress not saved: {error})")
             shown = 0
         ex = exercises.get(result.exercise_id)
         nxt = ex.hints[shown] if shown < len(ex.hints) else None
-        result = CheckResult(result.exercise_id, result.title, result.status, result.message,
-                             result.points, result.max_points, next_hint=nxt)
+        result = CheckResult(
+            result.exercise_id,
+            result.title,
+            result.status,
+            result.message,
+            result.points,
+            result.max_points,
+            next_hint=nxt,
+        )
     _show(result)
 
 
@@ -169,9 +193,11 @@ class Hint:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        return (f"<div style='border-left:6px solid #0d47a1;background:#e3f2fd;padding:6px 10px;"
-                f"font-family:sans-serif;color:#212121'><b>Hint {self.number}/{self.total}</b> "
-                f"<code>{html.escape(self.exercise_id)}</code>: {html.escape(self.text)}</div>")
+        return (
+            f"<div style='border-left:6px solid #0d47a1;background:#e3f2fd;padding:6px 10px;"
+            f"font-family:sans-serif;color:#212121'><b>Hint {self.number}/{self.total}</b> "
+            f"<code>{html.escape(self.exercise_id)}</code>: {html.escape(self.text)}</div>"
+        )
 
 
 def hint(exercise_id: str) -> None:
@@ -206,8 +232,15 @@ class ProgressReport:
         for lesson in exercises.lessons():
             items = exercises.for_lesson(lesson)
             passed = [e for e in items if records.get(e.id, {}).get("passed")]
-            rows.append((lesson, len(passed), len(items), sum(e.points for e in passed),
-                         sum(e.points for e in items)))
+            rows.append(
+                (
+                    lesson,
+                    len(passed),
+                    len(items),
+                    sum(e.points for e in passed),
+                    sum(e.points for e in items),
+                )
+            )
         return cls(tuple(rows))
 
     @property
@@ -232,8 +265,10 @@ class ProgressReport:
             f"<td><progress value='{points:g}' max='{possible:g}'></progress></td></tr>"
             for lesson, passed, count, points, possible in self.rows
         )
-        return ("<table><thead><tr><th>lesson</th><th>passed</th><th>points</th><th></th>"
-                f"</tr></thead><tbody>{body}</tbody></table>")
+        return (
+            "<table><thead><tr><th>lesson</th><th>passed</th><th>points</th><th></th>"
+            f"</tr></thead><tbody>{body}</tbody></table>"
+        )
 
 
 def progress() -> None:

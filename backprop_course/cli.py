@@ -20,8 +20,17 @@ from backprop_course import __version__
 
 DEFAULT_WORKDIR = "backprop-course-work"
 FIRST_LESSON = "notebooks/00_welcome.ipynb"
-REQUIRED = ("numpy", "matplotlib", "torch", "jupyterlab", "ipykernel", "ipywidgets",
-            "nbformat", "nbclient", "tqdm")
+REQUIRED = (
+    "numpy",
+    "matplotlib",
+    "torch",
+    "jupyterlab",
+    "ipykernel",
+    "ipywidgets",
+    "nbformat",
+    "nbclient",
+    "tqdm",
+)
 
 
 class UsageError(Exception):
@@ -45,29 +54,43 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     target = Path(args.dir).expanduser().resolve()
     if args.port is not None and not _port_free(args.port):
-        raise UsageError(f"port {args.port} is already in use; choose another with --port, "
-                         "or leave --port out and JupyterLab picks a free one")
+        raise UsageError(
+            f"port {args.port} is already in use; choose another with --port, "
+            "or leave --port out and JupyterLab picks a free one"
+        )
     try:
         report = copy_course(target, with_solutions=args.with_solutions)
     except PermissionError as error:
-        raise UsageError(f"cannot write the course into {target} ({error.strerror}); "
-                         "give a folder you can write to: backprop-course start DIR") from error
+        raise UsageError(
+            f"cannot write the course into {target} ({error.strerror}); "
+            "give a folder you can write to: backprop-course start DIR"
+        ) from error
     except OSError as error:
         raise UsageError(f"cannot copy the course into {target}: {error}") from error
     print(f"course folder: {target}")
-    print(f"  {len(report.copied)} copied, {len(report.updated)} updated, "
-          f"{len(report.unchanged)} unchanged")
+    print(
+        f"  {len(report.copied)} copied, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged"
+    )
     for name in report.kept_with_new_beside:
-        print(f"  kept your edited {name}; the new release is beside it as "
-              f"{name.removesuffix('.ipynb')}.new.ipynb")
+        print(
+            f"  kept your edited {name}; the new release is beside it as "
+            f"{name.removesuffix('.ipynb')}.new.ipynb"
+        )
     if args.copy_only:
         print(f"open it with: cd {target} && jupyter lab {FIRST_LESSON}")
         return 0
-    command = [sys.executable, "-m", "jupyterlab", FIRST_LESSON]
+    # root_dir is the whole course folder; without it Jupyter serves only notebooks/.
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target}",
+               str(target / FIRST_LESSON)]
     if args.no_browser:
         command.append("--no-browser")
     if args.port is not None:
         command.append(f"--port={args.port}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Containers and CI machines often run as root; JupyterLab refuses without this.
+        print("note: running as root, so JupyterLab is started with --allow-root")
+        command.append("--allow-root")
     print("starting JupyterLab (Ctrl+C to stop):", " ".join(command[2:]))
     try:
         return subprocess.call(command, cwd=target)
@@ -113,8 +136,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"course files: {root} ({len(lessons(root))} lessons)")
     except FileNotFoundError as error:
         problems.append(str(error))
-    print(f"progress store: {settings.progress_path()} "
-          f"(set {settings.HOME_VARIABLE} to move it)")
+    print(f"progress store: {settings.progress_path()} (set {settings.HOME_VARIABLE} to move it)")
     if problems:
         print("\nproblems:")
         for problem in problems:
@@ -153,8 +175,10 @@ def cmd_release(args: argparse.Namespace) -> int:
             return 1
         print("exercises/ is up to date")
         return 0
-    print(f"released {root / 'exercises'}: " + (f"{len(changes)} file(s) changed"
-                                                if changes else "nothing changed"))
+    print(
+        f"released {root / 'exercises'}: "
+        + (f"{len(changes)} file(s) changed" if changes else "nothing changed")
+    )
     for change in changes:
         print(f"  {change}")
     return 0
@@ -179,38 +203,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backprop-course",
         description="A Jupyter course on backpropagation: open it, check your setup, "
-                    "track progress, and (for instructors) release exercises.")
+        "track progress, and (for instructors) release exercises.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     start = sub.add_parser(
-        "start", help="copy the course into a folder and open JupyterLab on lesson 00",
+        "start",
+        help="copy the course into a folder and open JupyterLab on lesson 00",
         description="Copy the lessons and exercises into DIR and open JupyterLab there on "
-                    "lesson 00. Running it again updates notebooks you have not changed and "
-                    "never overwrites one you have: the newer release is written beside it "
-                    "as NN_topic.new.ipynb.")
-    start.add_argument("dir", nargs="?", default=DEFAULT_WORKDIR,
-                       help=f"working folder for your copy of the course (default: "
-                            f"./{DEFAULT_WORKDIR})")
-    start.add_argument("--with-solutions", action="store_true",
-                       help="also copy the solved exercise notebooks")
-    start.add_argument("--no-browser", action="store_true",
-                       help="start JupyterLab without opening a browser")
+        "lesson 00. Running it again updates notebooks you have not changed and "
+        "never overwrites one you have: the newer release is written beside it "
+        "as NN_topic.new.ipynb.",
+    )
+    start.add_argument(
+        "dir",
+        nargs="?",
+        default=DEFAULT_WORKDIR,
+        help=f"working folder for your copy of the course (default: ./{DEFAULT_WORKDIR})",
+    )
+    start.add_argument(
+        "--with-solutions", action="store_true", help="also copy the solved exercise notebooks"
+    )
+    start.add_argument(
+        "--no-browser", action="store_true", help="start JupyterLab without opening a browser"
+    )
     start.add_argument("--port", type=int, help="port for JupyterLab (default: a free one)")
-    start.add_argument("--copy-only", action="store_true",
-                       help="copy the course and print how to open it, without starting "
-                            "JupyterLab")
+    start.add_argument(
+        "--copy-only",
+        action="store_true",
+        help="copy the course and print how to open it, without starting JupyterLab",
+    )
     start.set_defaults(func=cmd_start)
 
-    doctor = sub.add_parser("doctor", help="report versions, the device found and anything "
-                                           "missing")
+    doctor = sub.add_parser("doctor", help="report versions, the device found and anything missing")
     doctor.set_defaults(func=cmd_doctor)
 
     release = sub.add_parser("release", help="regenerate exercises/ from solutions/")
-    release.add_argument("--check", action="store_true",
-                         help="change nothing; exit 1 if exercises/ is out of date")
-    release.add_argument("--root", help="course folder holding solutions/ and exercises/ "
-                                        "(default: the current folder if it has solutions/)")
+    release.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if exercises/ is out of date"
+    )
+    release.add_argument(
+        "--root",
+        help="course folder holding solutions/ and exercises/ "
+        "(default: the current folder if it has solutions/)",
+    )
     release.set_defaults(func=cmd_release)
 
     progress = sub.add_parser("progress", help="your exercise progress, per lesson")

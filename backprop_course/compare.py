@@ -88,8 +88,10 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as error:
-        raise Wrong(f"expected {name} to be a number or an array of numbers, "
-                    f"got {type(value).__name__}: {_short(value)}") from error
+        raise Wrong(
+            f"expected {name} to be a number or an array of numbers, "
+            f"got {type(value).__name__}: {_short(value)}"
+        ) from error
     return array
 
 
@@ -135,8 +137,9 @@ def assert_close(
     expected_array = np.asarray(expected, dtype=float)
 
     if got_array.shape != expected_array.shape:
-        message = (f"{name} has shape {got_array.shape}, expected shape "
-                   f"{expected_array.shape}{where}")
+        message = (
+            f"{name} has shape {got_array.shape}, expected shape {expected_array.shape}{where}"
+        )
         if got_array.shape == expected_array.shape[::-1] and got_array.ndim == 2:
             message += ": it looks transposed"
         elif got_array.size == 1 and expected_array.size > 1:
@@ -159,9 +162,11 @@ def assert_close(
         error = np.abs(got_array - expected_array)
         worst = tuple(int(i) for i in np.unravel_index(np.argmax(error), error.shape))
         count = int((~np.isclose(got_array, expected_array, rtol=rtol, atol=atol)).sum())
-        message = (f"{name} differs from the expected value in {count} of {got_array.size} "
-                   f"elements{where}; the worst is at index {worst}: got "
-                   f"{got_array[worst]:.6g}, expected {expected_array[worst]:.6g}")
+        message = (
+            f"{name} differs from the expected value in {count} of {got_array.size} "
+            f"elements{where}; the worst is at index {worst}: got "
+            f"{got_array[worst]:.6g}, expected {expected_array[worst]:.6g}"
+        )
 
     ratio = _constant_ratio(got_array, expected_array)
     if ratio is not None and math.isclose(ratio, -1.0, rel_tol=1e-6):
@@ -171,8 +176,14 @@ def assert_close(
     raise Wrong(message)
 
 
-def assert_choice(got: Any, expected: str, choices: Mapping[str, str], *, name: str,
-                  why: Callable[[str], str] | Mapping[str, str] | None = None) -> None:
+def assert_choice(
+    got: Any,
+    expected: str,
+    choices: Mapping[str, str],
+    *,
+    name: str,
+    why: Callable[[str], str] | Mapping[str, str] | None = None,
+) -> None:
     """Check a multiple-choice answer given as one of the keys of ``choices``.
 
     ``why`` explains, for a wrong key, what is wrong with that choice.
@@ -190,4 +201,5 @@ def assert_choice(got: Any, expected: str, choices: Mapping[str, str], *, name: 
         reason = why(key)
     elif why is not None:
         reason = why.get(key, "")
-    raise Wrong(f"{name}: {key!r} ({choices[key]}) is not right" + (f". {reason}" if reason else ""))
+    message = f"{name}: {key!r} ({choices[key]}) is not right"
+    raise Wrong(f"{message}. {reason}" if reason else message)

@@ -35,7 +35,8 @@ def course_root() -> Path:
         return clone
     raise FileNotFoundError(
         f"the course notebooks were not found: looked in {bundled} (installed wheel) and "
-        f"{clone} (a clone). Reinstall the package: pip install backprop-course")
+        f"{clone} (a clone). Reinstall the package: pip install backprop-course"
+    )
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ class CopyReport:
     kept_with_new_beside: list[str] = field(default_factory=list)
 
 
-def copy_course(target: Path, *, with_solutions: bool = False,
-                root: Path | None = None) -> CopyReport:
+def copy_course(
+    target: Path, *, with_solutions: bool = False, root: Path | None = None
+) -> CopyReport:
     """Copy lessons and exercises (and solutions, if asked) into ``target``.
 
     A file the learner never changed is updated to the current release; a
@@ -108,6 +110,7 @@ def copy_course(target: Path, *, with_solutions: bool = False,
                 report.kept_with_new_beside.append(relative)
                 continue  # the manifest keeps the digest of what the learner started from
             manifest[relative] = new_digest
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
-                             encoding="utf-8")
+    manifest_path.write_text(
+        json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return report

@@ -38,8 +38,9 @@ def pick_device(prefer: str | None = None) -> str:
         found = "mps"
     if prefer is None or prefer == found or prefer == "cpu":
         return prefer or found
-    raise RuntimeError(f"device {prefer!r} was asked for but is not available; "
-                       f"the best device found is {found!r}")
+    raise RuntimeError(
+        f"device {prefer!r} was asked for but is not available; the best device found is {found!r}"
+    )
 
 
 def describe_device() -> DeviceInfo:
@@ -51,12 +52,20 @@ def describe_device() -> DeviceInfo:
     kind = pick_device()
     if kind == "cuda":
         props = torch.cuda.get_device_properties(0)
-        return DeviceInfo(kind, props.name, f"{props.total_memory / 2**30:.0f} GiB, "
-                          f"{torch.cuda.device_count()} GPU(s), CUDA {torch.version.cuda}")
+        return DeviceInfo(
+            kind,
+            props.name,
+            f"{props.total_memory / 2**30:.0f} GiB, "
+            f"{torch.cuda.device_count()} GPU(s), CUDA {torch.version.cuda}",
+        )
     if kind == "mps":
         return DeviceInfo(kind, "Apple GPU", "Metal Performance Shaders")
     import platform
 
     name = platform.processor() or platform.machine() or "CPU"
-    return DeviceInfo(kind, name, f"{os.cpu_count()} cores, {torch.get_num_threads()} "
-                      "torch threads; GPU lessons shrink themselves to fit")
+    return DeviceInfo(
+        kind,
+        name,
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} "
+        "torch threads; GPU lessons shrink themselves to fit",
+    )

@@ -91,8 +91,9 @@ def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-5) -> Any:
     return grad
 
 
-def numerical_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
-                       h: float = 1e-5) -> np.ndarray:
+def numerical_jacobian(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: float = 1e-5
+) -> np.ndarray:
     """Central-difference Jacobian ``J[i, j] = d f(x)_i / d x_j`` (flattened)."""
     x = np.asarray(x, dtype=np.float64)
     out_size = np.asarray(f(x)).size
@@ -141,39 +142,52 @@ class GradCheckReport:
 
     def __str__(self) -> str:
         verdict = "ok" if self.passed else "MISMATCH"
-        return (f"{self.name} check {verdict}: max relative error {self.max_relative_error:.2e} "
-                f"(tolerance {self.tolerance:.0e}); worst element {self.worst_index}: "
-                f"analytic {self.analytic_value:.8g}, central differences expected "
-                f"{self.numeric_value:.8g}")
+        return (
+            f"{self.name} check {verdict}: max relative error {self.max_relative_error:.2e} "
+            f"(tolerance {self.tolerance:.0e}); worst element {self.worst_index}: "
+            f"analytic {self.analytic_value:.8g}, central differences expected "
+            f"{self.numeric_value:.8g}"
+        )
 
     __repr__ = __str__
 
 
-def compare_gradients(analytic: Any, numeric: Any, *, tolerance: float = 1e-6,
-                      name: str = "gradient") -> GradCheckReport:
+def compare_gradients(
+    analytic: Any, numeric: Any, *, tolerance: float = 1e-6, name: str = "gradient"
+) -> GradCheckReport:
     """Compare two gradients of the same shape and report the worst element."""
     a, n = _to_numpy(analytic), _to_numpy(numeric)
     if a.shape != n.shape:
-        raise ValueError(f"{name}: analytic gradient has shape {a.shape}, "
-                         f"numerical gradient has shape {n.shape}; they must match")
+        raise ValueError(
+            f"{name}: analytic gradient has shape {a.shape}, "
+            f"numerical gradient has shape {n.shape}; they must match"
+        )
     errors = relative_error(a, n)
     if errors.size == 0:
         return GradCheckReport(0.0, (), 0.0, 0.0, tolerance, name)
     errors = np.where(np.isnan(errors), np.inf, errors)
     worst = tuple(int(i) for i in np.unravel_index(np.argmax(errors), errors.shape))
-    return GradCheckReport(float(errors[worst]), worst, float(a[worst]), float(n[worst]),
-                           tolerance, name)
+    return GradCheckReport(
+        float(errors[worst]), worst, float(a[worst]), float(n[worst]), tolerance, name
+    )
 
 
-def check_gradient(f: Callable[[Any], Any], x: Any, analytic: Any, *, h: float = 1e-5,
-                   tolerance: float = 1e-6, name: str = "gradient") -> GradCheckReport:
+def check_gradient(
+    f: Callable[[Any], Any],
+    x: Any,
+    analytic: Any,
+    *,
+    h: float = 1e-5,
+    tolerance: float = 1e-6,
+    name: str = "gradient",
+) -> GradCheckReport:
     """Compare ``analytic`` with the central-difference gradient of ``f`` at ``x``."""
-    return compare_gradients(analytic, numerical_gradient(f, x, h), tolerance=tolerance,
-                             name=name)
+    return compare_gradients(analytic, numerical_gradient(f, x, h), tolerance=tolerance, name=name)
 
 
-def check_torch_gradient(f: Callable[..., Any], *inputs: Any, h: float = 1e-6,
-                         tolerance: float = 1e-6) -> list[GradCheckReport]:
+def check_torch_gradient(
+    f: Callable[..., Any], *inputs: Any, h: float = 1e-6, tolerance: float = 1e-6
+) -> list[GradCheckReport]:
     """Check autograd's gradient of scalar ``f(*inputs)`` against central differences.
 
     Inputs should be float64 tensors with ``requires_grad=True``; one report per input.
@@ -182,20 +196,23 @@ def check_torch_gradient(f: Callable[..., Any], *inputs: Any, h: float = 1e-6,
 
     for i, tensor in enumerate(inputs):
         if not (isinstance(tensor, torch.Tensor) and tensor.requires_grad):
-            raise TypeError(f"input {i} must be a tensor with requires_grad=True, "
-                            f"got {type(tensor).__name__}")
+            raise TypeError(
+                f"input {i} must be a tensor with requires_grad=True, got {type(tensor).__name__}"
+            )
     output = f(*inputs)
     if output.numel() != 1:
         raise ValueError(f"f must return a single number, got shape {tuple(output.shape)}")
     grads = torch.autograd.grad(output, inputs)
     reports = []
     for i, (tensor, grad) in enumerate(zip(inputs, grads, strict=True)):
+
         def partial(t, i=i):
             args = list(inputs)
             args[i] = t
             return f(*args)
 
         numeric = numerical_gradient(partial, tensor.detach().clone(), h)
-        reports.append(compare_gradients(grad, numeric, tolerance=tolerance,
-                                         name=f"gradient of input {i}"))
+        reports.append(
+            compare_gradients(grad, numeric, tolerance=tolerance, name=f"gradient of input {i}")
+        )
     return reports

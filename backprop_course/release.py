@@ -46,8 +46,10 @@ def _assigned_names(region: list[str], where: str) -> list[str]:
     try:
         tree = ast.parse("\n".join(region))
     except SyntaxError as error:
-        raise ReleaseError(f"{where}: the solution region is not valid Python on its own "
-                           f"({error.msg}, line {error.lineno})") from error
+        raise ReleaseError(
+            f"{where}: the solution region is not valid Python on its own "
+            f"({error.msg}, line {error.lineno})"
+        ) from error
     names: list[str] = []
     for node in tree.body:
         targets = []
@@ -62,8 +64,10 @@ def _assigned_names(region: list[str], where: str) -> list[str]:
                 if isinstance(sub, ast.Name) and sub.id not in names:
                     names.append(sub.id)
     if not names:
-        raise ReleaseError(f"{where}: a top-level solution region must assign the answer "
-                           "to a name (e.g. `slope = 3.0`)")
+        raise ReleaseError(
+            f"{where}: a top-level solution region must assign the answer "
+            "to a name (e.g. `slope = 3.0`)"
+        )
     return names
 
 
@@ -79,16 +83,19 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, bool]:
         match = _MARKER.match(line)
         if match and match["marker"] == BEGIN:
             if region is not None:
-                raise ReleaseError(f"{where}, line {number}: '{BEGIN}' inside another solution "
-                                   f"region (opened on line {begin_line}); regions cannot nest")
+                raise ReleaseError(
+                    f"{where}, line {number}: '{BEGIN}' inside another solution "
+                    f"region (opened on line {begin_line}); regions cannot nest"
+                )
             region, indent, begin_line, found = [], match["indent"], number, True
         elif match and match["marker"] == END:
             if region is None:
-                raise ReleaseError(f"{where}, line {number}: '{END}' without a matching "
-                                   f"'{BEGIN}'")
+                raise ReleaseError(f"{where}, line {number}: '{END}' without a matching '{BEGIN}'")
             if match["indent"] != indent:
-                raise ReleaseError(f"{where}, line {number}: '{END}' is indented differently "
-                                   f"from its '{BEGIN}' on line {begin_line}")
+                raise ReleaseError(
+                    f"{where}, line {number}: '{END}' is indented differently "
+                    f"from its '{BEGIN}' on line {begin_line}"
+                )
             if indent:
                 out.append(f"{indent}return ...  {STUB_COMMENT}")
             else:
@@ -96,10 +103,12 @@ def stub_source(source: str, where: str = "cell") -> tuple[str, bool]:
                 out.extend(f"{name} = ...  {STUB_COMMENT}" for name in names)
             region = None
         elif region is not None:
-            region.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            region.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
         elif "BEGIN SOLUTION" in line or "END SOLUTION" in line:
-            raise ReleaseError(f"{where}, line {number}: a solution marker must be a whole line "
-                               f"of its own, exactly '{BEGIN}' or '{END}', got {line.strip()!r}")
+            raise ReleaseError(
+                f"{where}, line {number}: a solution marker must be a whole line "
+                f"of its own, exactly '{BEGIN}' or '{END}', got {line.strip()!r}"
+            )
         else:
             out.append(line)
     if region is not None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Exercise", "all_exercises", "exercise", "get", "for_lesson", "lessons"]
+__all__ = ["Exercise", "all_exercises", "exercise", "for_lesson", "get", "lessons"]
 
 ID_PATTERN = re.compile(r"^(?P<lesson>\d\d)\.[a-z][a-z0-9_]*$")
 
@@ -57,8 +57,9 @@ class Exercise:
         return self.id[:2]
 
 
-def exercise(id: str, *, title: str, points: int, answer: str,
-             hints: tuple[str, ...] | list[str]) -> Callable[[Checker], Checker]:
+def exercise(
+    id: str, *, title: str, points: int, answer: str, hints: tuple[str, ...] | list[str]
+) -> Callable[[Checker], Checker]:
     """Register the decorated check function as exercise ``id``."""
     if not ID_PATTERN.match(id):
         raise ValueError(f"exercise id {id!r} must look like 'NN.snake_case_name'")
@@ -70,8 +71,9 @@ def exercise(id: str, *, title: str, points: int, answer: str,
     def register(checker: Checker) -> Checker:
         if id in _REGISTRY:
             raise ValueError(f"exercise id {id!r} is registered twice")
-        _REGISTRY[id] = Exercise(id=id, title=title, points=points, answer=answer,
-                                 hints=tuple(hints), checker=checker)
+        _REGISTRY[id] = Exercise(
+            id=id, title=title, points=points, answer=answer, hints=tuple(hints), checker=checker
+        )
         return checker
 
     return register

@@ -23,11 +23,17 @@ def _slope(answer, rng):
         raise NotAttempted
     if isinstance(answer, bool) or not isinstance(answer, (int, float, np.floating, np.integer)):
         raise Wrong(f"expected a number, got {type(answer).__name__}: {answer!r}")
-    assert_close(answer, 3.0, name="slope", rtol=1e-9, mistakes={
-        "run over rise (dx / dy) instead of rise over run (dy / dx)": 1 / 3,
-        "a sign error: (2 - 11) / (4 - 1)": -3.0,
-        "the rise alone, not divided by the run": 9.0,
-    })
+    assert_close(
+        answer,
+        3.0,
+        name="slope",
+        rtol=1e-9,
+        mistakes={
+            "run over rise (dx / dy) instead of rise over run (dy / dx)": 1 / 3,
+            "a sign error: (2 - 11) / (4 - 1)": -3.0,
+            "the rise alone, not divided by the run": 9.0,
+        },
+    )
 
 
 @exercise(
@@ -45,6 +51,13 @@ def _mean(answer, rng):
         xs = [float(v) for v in rng.normal(size=int(rng.integers(2, 12)))]
         got = call(answer, list(xs), what="mean")
         n = len(xs)
-        assert_close(got, np.mean(xs), name="mean(xs)", context=f"for xs of length {n}",
-                     mistakes={"the sum, not divided by the length": np.sum(xs),
-                               "divided by len(xs) - 1 instead of len(xs)": np.sum(xs) / (n - 1)})
+        assert_close(
+            got,
+            np.mean(xs),
+            name="mean(xs)",
+            context=f"for xs of length {n}",
+            mistakes={
+                "the sum, not divided by the length": np.sum(xs),
+                "divided by len(xs) - 1 instead of len(xs)": np.sum(xs) / (n - 1),
+            },
+        )

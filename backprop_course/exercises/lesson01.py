@@ -10,7 +10,6 @@ from backprop_course.compare import NotAttempted, Wrong, assert_choice, assert_c
 from backprop_course.exercises import exercise
 
 
-
 def _cube(x):
     return x**3 - 2 * x
 
@@ -43,14 +42,20 @@ def _forward(answer, rng):
     for f, x, h, where in _difference_cases(rng):
         got = call(answer, f, x, h, what="forward_difference")
         fp, f0, fm = f(x + h), f(x), f(x - h)
-        assert_close(got, (fp - f0) / h, name="forward_difference", rtol=1e-9, context=where,
-                     mistakes={
-                         "the central difference; this exercise asks for the forward one":
-                             (fp - fm) / (2 * h),
-                         "forgot to divide by h": fp - f0,
-                         "divided by 2h; a forward step spans h": (fp - f0) / (2 * h),
-                         "a backward difference, (f(x) - f(x - h)) / h": (f0 - fm) / h,
-                     })
+        assert_close(
+            got,
+            (fp - f0) / h,
+            name="forward_difference",
+            rtol=1e-9,
+            context=where,
+            mistakes={
+                "the central difference; this exercise asks for the forward one": (fp - fm)
+                / (2 * h),
+                "forgot to divide by h": fp - f0,
+                "divided by 2h; a forward step spans h": (fp - f0) / (2 * h),
+                "a backward difference, (f(x) - f(x - h)) / h": (f0 - fm) / h,
+            },
+        )
 
 
 @exercise(
@@ -68,23 +73,33 @@ def _central(answer, rng):
     for f, x, h, where in _difference_cases(rng):
         got = call(answer, f, x, h, what="central_difference")
         fp, f0, fm = f(x + h), f(x), f(x - h)
-        assert_close(got, (fp - fm) / (2 * h), name="central_difference", rtol=1e-9,
-                     context=where, mistakes={
-                         "divided by h; the two points are 2h apart": (fp - fm) / h,
-                         "written as h * 2 without brackets: / 2 * h multiplies by h":
-                             (fp - fm) / 2 * h,
-                         "the forward difference; this exercise asks for the central one":
-                             (fp - f0) / h,
-                     })
+        assert_close(
+            got,
+            (fp - fm) / (2 * h),
+            name="central_difference",
+            rtol=1e-9,
+            context=where,
+            mistakes={
+                "divided by h; the two points are 2h apart": (fp - fm) / h,
+                "written as h * 2 without brackets: / 2 * h multiplies by h": (fp - fm) / 2 * h,
+                "the forward difference; this exercise asks for the central one": (fp - f0) / h,
+            },
+        )
 
 
 def _check_derivative(answer, rng, *, name, exact, mistakes):
     for _ in range(8):
         x = float(rng.uniform(-2.5, 2.5))
         got = call(answer, x, what=name)
-        assert_close(got, exact(x), name=f"{name}(x)", rtol=1e-7, atol=1e-10,
-                     context=f"at x={x:.4g}",
-                     mistakes={label: wrong(x) for label, wrong in mistakes.items()})
+        assert_close(
+            got,
+            exact(x),
+            name=f"{name}(x)",
+            rtol=1e-7,
+            atol=1e-10,
+            context=f"at x={x:.4g}",
+            mistakes={label: wrong(x) for label, wrong in mistakes.items()},
+        )
 
 
 @exercise(
@@ -99,14 +114,19 @@ def _check_derivative(answer, rng, *, name, exact, mistakes):
     ),
 )
 def _chain(answer, rng):
-    _check_derivative(answer, rng, name="df_dx", exact=lambda x: math.cos(x**2) * 2 * x,
-                      mistakes={
-                          "forgot the inner derivative du/dx = 2x": lambda x: math.cos(x**2),
-                          "evaluated the outer derivative at x instead of at u = x**2":
-                              lambda x: math.cos(x) * 2 * x,
-                          "a sign error: d sin(u)/du is +cos(u)":
-                              lambda x: -math.cos(x**2) * 2 * x,
-                      })
+    _check_derivative(
+        answer,
+        rng,
+        name="df_dx",
+        exact=lambda x: math.cos(x**2) * 2 * x,
+        mistakes={
+            "forgot the inner derivative du/dx = 2x": lambda x: math.cos(x**2),
+            "evaluated the outer derivative at x instead of at u = x**2": lambda x: (
+                math.cos(x) * 2 * x
+            ),
+            "a sign error: d sin(u)/du is +cos(u)": lambda x: -math.cos(x**2) * 2 * x,
+        },
+    )
 
 
 @exercise(
@@ -124,13 +144,21 @@ def _chain3(answer, rng):
     def exact(x):
         return math.exp(math.sin(3 * x)) * math.cos(3 * x) * 3
 
-    _check_derivative(answer, rng, name="dg_dx", exact=exact, mistakes={
-        "forgot the innermost derivative da/dx = 3":
-            lambda x: math.exp(math.sin(3 * x)) * math.cos(3 * x),
-        "forgot the middle derivative db/da = cos(3x)": lambda x: math.exp(math.sin(3 * x)) * 3,
-        "evaluated cos at x instead of at 3x":
-            lambda x: math.exp(math.sin(3 * x)) * math.cos(x) * 3,
-    })
+    _check_derivative(
+        answer,
+        rng,
+        name="dg_dx",
+        exact=exact,
+        mistakes={
+            "forgot the innermost derivative da/dx = 3": lambda x: (
+                math.exp(math.sin(3 * x)) * math.cos(3 * x)
+            ),
+            "forgot the middle derivative db/da = cos(3x)": lambda x: math.exp(math.sin(3 * x)) * 3,
+            "evaluated cos at x instead of at 3x": lambda x: (
+                math.exp(math.sin(3 * x)) * math.cos(x) * 3
+            ),
+        },
+    )
 
 
 @exercise(
@@ -151,12 +179,19 @@ def _gradient(answer, rng):
         if isinstance(got, dict) or np.ndim(got) != 1 or np.size(got) != 2:
             raise Wrong(f"grad_f should return two numbers (df/dx, df/dy), got {got!r}")
         dfdx, dfdy = 2 * x * y, x**2 + math.cos(y)
-        assert_close(got, [dfdx, dfdy], name="grad_f(x, y)", rtol=1e-7, atol=1e-10,
-                     context=f"at x={x:.4g}, y={y:.4g}", mistakes={
-                         "the two partials are swapped: return (df/dx, df/dy)": [dfdy, dfdx],
-                         "df/dy forgot the derivative of sin(y)": [dfdx, x**2],
-                         "df/dx kept y out: the partial of x**2 * y is 2xy": [2 * x, dfdy],
-                     })
+        assert_close(
+            got,
+            [dfdx, dfdy],
+            name="grad_f(x, y)",
+            rtol=1e-7,
+            atol=1e-10,
+            context=f"at x={x:.4g}, y={y:.4g}",
+            mistakes={
+                "the two partials are swapped: return (df/dx, df/dy)": [dfdy, dfdx],
+                "df/dy forgot the derivative of sin(y)": [dfdx, x**2],
+                "df/dx kept y out: the partial of x**2 * y is 2xy": [2 * x, dfdy],
+            },
+        )
 
 
 def _central_error_model(h: float) -> float:
@@ -192,10 +227,15 @@ def _best_step(answer, rng):
     error = _central_error_model(h)
     if error <= 10 * best:
         return
-    side = "round-off dominates: h is too small" if h < 1e-5 else (
-        "truncation error dominates: h is too large")
-    raise Wrong(f"with h={h:.3g} the expected error is about {error:.1g}, but a better h gets "
-                f"it down to {best:.1g}; {side}")
+    side = (
+        "round-off dominates: h is too small"
+        if h < 1e-5
+        else ("truncation error dominates: h is too large")
+    )
+    raise Wrong(
+        f"with h={h:.3g} the expected error is about {error:.1g}, but a better h gets "
+        f"it down to {best:.1g}; {side}"
+    )
 
 
 _CAUSES = {"round-off": "floating-point round-off", "truncation": "truncation of the Taylor series"}
@@ -224,12 +264,26 @@ def _error_curve(answer, rng):
         raise Wrong(f"error_curve is missing the keys {missing}")
     if any(is_stub(answer[k]) for k in keys):
         raise NotAttempted
-    assert_choice(answer["small_h_error"], "round-off", _CAUSES, name="small_h_error",
-                  why={"truncation": "Truncation error shrinks with h; what grows as h gets "
-                       "tiny is the noise of subtracting two nearly equal numbers."})
-    assert_choice(answer["large_h_error"], "truncation", _CAUSES, name="large_h_error",
-                  why={"round-off": "Round-off is about eps / h, tiny when h is large; what "
-                       "remains is the dropped Taylor terms."})
+    assert_choice(
+        answer["small_h_error"],
+        "round-off",
+        _CAUSES,
+        name="small_h_error",
+        why={
+            "truncation": "Truncation error shrinks with h; what grows as h gets "
+            "tiny is the noise of subtracting two nearly equal numbers."
+        },
+    )
+    assert_choice(
+        answer["large_h_error"],
+        "truncation",
+        _CAUSES,
+        name="large_h_error",
+        why={
+            "round-off": "Round-off is about eps / h, tiny when h is large; what "
+            "remains is the dropped Taylor terms."
+        },
+    )
     for key, expected in (("forward_slope", 1), ("central_slope", 2)):
         value = answer[key]
         try:
@@ -238,5 +292,7 @@ def _error_curve(answer, rng):
             raise Wrong(f"{key} should be a number, got {value!r}") from error
         if abs(value - expected) > 0.25:
             flipped = " (the slope is positive: error grows with h)" if value < 0 else ""
-            raise Wrong(f"{key} is {value:g}: count the power of h in the first dropped "
-                        f"Taylor term{flipped}")
+            raise Wrong(
+                f"{key} is {value:g}: count the power of h in the first dropped "
+                f"Taylor term{flipped}"
+            )

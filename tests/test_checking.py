@@ -1,0 +1,185 @@
+"""check, hint and progress: feedback in notebooks that never raises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backprop_course import check, evaluate, hint, progress
+from backprop_course.checking import CORRECT, NOT_ATTEMPTED, UNKNOWN, WRONG, ProgressReport
+from backprop_course.progress import ProgressStore
+from backprop_course.settings import progress_path
+
+
+def good_central(f, x, h):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+def test_correct_answer(home):
+    """A correct answer passes with full points."""
+    result = evaluate("01.central_difference", good_central)
+    assert result.status == CORRECT and result.points == result.max_points == 2
+
+
+def test_stub_is_not_attempted(home):
+    """The release stub is reported as not attempted, with zero points."""
+    result = evaluate("01.central_difference", lambda f, x, h: ...)
+    assert result.status == NOT_ATTEMPTED and result.points == 0
+    assert evaluate("00.slope", ...).status == NOT_ATTEMPTED
+
+
+def test_wrong_answer_names_the_mistake(home):
+    """Dividing by h instead of 2h is named, not just called incorrect."""
+    result = evaluate("01.central_difference", lambda f, x, h: (f(x + h) - f(x - h)) / h)
+    assert result.status == WRONG
+    assert "2h apart" in result.message and "for f=" in result.message
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, "text", 3, [1, 2], {"a": 1}, lambda: 1, lambda f, x, h: 1 / 0, object()],
+)
+def test_check_never_raises(home, answer, capsys):
+    """Whatever the answer, check prints a result instead of raising."""
+    for exercise_id in (
+        "00.slope",
+        "00.mean",
+        "01.central_difference",
+        "01.gradient",
+        "01.best_step",
+        "01.error_curve",
+    ):
+        check(exercise_id, answer)
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    assert "FAIL" in out or "NOT ATTEMPTED" in out
+
+
+def test_infinite_recursion_is_reported(home):
+    """An answer that recurses forever is reported, not raised."""
+
+    def forever(f, x, h):
+        return forever(f, x, h)
+
+    result = evaluate("01.central_difference", forever)
+    assert result.status == WRONG and "Recursion" in result.message
+
+
+def test_unknown_exercise_suggests_close_ids(home):
+    """A misspelled id says which ids are close."""
+    result = evaluate("01.central_diference", good_central)
+    assert result.status == UNKNOWN and "01.central_difference" in result.message
+
+
+def test_seed_makes_feedback_reproducible(home):
+    """The same seed draws the same test inputs (the grader relies on it)."""
+    bad = lambda f, x, h: (f(x + h) - f(x)) / h  # noqa: E731
+    first = evaluate("01.central_difference", bad, seed=7).message
+    assert evaluate("01.central_difference", bad, seed=7).message == first
+
+
+def test_fresh_inputs_each_call(home):
+    """Without a seed, each check draws new inputs."""
+    bad = lambda f, x, h: 0.0  # noqa: E731
+    messages = {evaluate("01.central_difference", bad).message for _ in range(5)}
+    assert len(messages) > 1
+
+
+def test_html_and_text_rendering(home):
+    """Results render as HTML for Jupyter and as text for a terminal."""
+    result = evaluate("00.slope", 1 / 3)
+    html, text = result._repr_html_(), str(result)
+    assert "FAIL" in html and "run over rise" in html and "<details" in html
+    assert text.startswith("✘ FAIL  00.slope") and "hint('00.slope')" in text
+    assert "<" not in text
+
+
+def test_html_escapes_learner_values(home):
+    """Text from an answer cannot inject HTML into the feedback."""
+    result = evaluate(
+        "01.error_curve",
+        {"small_h_error": "<script>", "large_h_error": "x", "forward_slope": 1, "central_slope": 2},
+    )
+    assert "<script>" not in result._repr_html_() and "&lt;script&gt;" in result._repr_html_()
+
+
+def test_check_records_progress(home, capsys):
+    """A pass is recorded; a later failure does not undo it; stubs are not attempts."""
+    check("00.slope", ...)
+    assert not progress_path().exists()
+    check("00.slope", 2.0)
+    check("00.slope", 3.0)
+    check("00.slope", 2.0)
+    record = ProgressStore.default().entry("00.slope")
+    assert record["passed"] is True and record["points"] == 1 and record["attempts"] == 3
+
+
+def test_no_record_mode(home, monkeypatch, capsys):
+    """With BACKPROP_COURSE_NO_RECORD=1 (the grader) nothing is written."""
+    monkeypatch.setenv("BACKPROP_COURSE_NO_RECORD", "1")
+    check("00.slope", 3.0)
+    assert not progress_path().exists()
+
+
+def test_hints_are_progressive(home, capsys):
+    """Each hint() call reveals the next hint, then stays on the last."""
+    for _ in range(4):
+        hint("01.gradient")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "Hint 1/3 for 01.gradient",
+        "Hint 2/3 for 01.gradient",
+        "Hint 3/3 for 01.gradient",
+        "Hint 3/3 for 01.gradient",
+    ]
+    assert "last hint" in lines[-1]
+    assert ProgressStore.default().hints_shown("01.gradient") == 3
+
+
+def test_check_offers_the_next_unrevealed_hint(home, capsys):
+    """After hints are revealed, the feedback offers the next one."""
+    hint("00.slope")
+    check("00.slope", 1.0)
+    capsys.readouterr()
+    result = evaluate("00.slope", 1.0)
+    assert result.next_hint is not None
+
+
+def test_hint_for_unknown_id(home, capsys):
+    """hint() with a wrong id explains instead of raising."""
+    hint("99.nothing")
+    assert "no exercise with id '99.nothing'" in capsys.readouterr().out
+
+
+def test_progress_table(home, capsys):
+    """progress() lists every lesson; an empty store says how to start."""
+    progress()
+    out = capsys.readouterr().out
+    assert "00" in out and "01" in out and "0/14" in out and "open exercises/00_welcome" in out
+    check("01.central_difference", good_central)
+    report = ProgressReport.collect()
+    assert ("01", 1, 7, 2, 14) in report.rows and report.started
+    assert "<table>" in report._repr_html_()
+
+
+def test_damaged_progress_file_is_set_aside(home, capsys):
+    """A corrupt store is moved aside with a warning; checking still works."""
+    home.mkdir(parents=True)
+    progress_path().write_text("{not json")
+    with pytest.warns(UserWarning, match="damaged"):
+        check("00.slope", 3.0)
+    assert json.loads(progress_path().read_text())["exercises"]["00.slope"]["passed"]
+    assert list(home.glob("progress.damaged-*.json"))
+
+
+def test_unwritable_store_does_not_break_check(home, monkeypatch, capsys):
+    """If the store cannot be written, check still shows the result."""
+
+    def fail(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(ProgressStore, "save", fail)
+    check("00.slope", 3.0)
+    out = capsys.readouterr().out
+    assert "PASS" in out and "progress not saved" in out

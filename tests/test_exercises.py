@@ -1,0 +1,103 @@
+"""The exercise registry, and every exercise notebook scored end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from backprop_course import exercises
+from backprop_course.checking import CORRECT, NOT_ATTEMPTED
+from backprop_course.course import lessons
+from conftest import ROOT
+
+CHECK_CALL = re.compile(r"""^check\(["'](?P<id>\d\d\.\w+)["'],\s*(?P<answer>\w+)\)\s*$""", re.M)
+GRADED = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
+
+
+def check_calls(path):
+    nb = nbformat.read(path, as_version=4)
+    return [
+        (m["id"], m["answer"])
+        for c in nb.cells
+        if c.cell_type == "code"
+        for m in CHECK_CALL.finditer(c.source)
+    ]
+
+
+def test_ids_are_unique_and_well_formed():
+    """Every exercise has a unique NN.name id, positive points and hints."""
+    items = list(exercises.all_exercises())
+    assert len({e.id for e in items}) == len(items)
+    for e in items:
+        assert exercises.ID_PATTERN.match(e.id) and e.points > 0 and e.hints and e.title
+
+
+def test_registering_a_duplicate_id_fails():
+    """The registry refuses a second exercise with an existing id."""
+    with pytest.raises(ValueError, match="registered twice"):
+        exercises.exercise("00.slope", title="t", points=1, answer="a", hints=["h"])(print)
+
+
+def test_bad_id_is_refused():
+    """Ids must look like NN.snake_case."""
+    with pytest.raises(ValueError, match=r"NN\.snake_case_name"):
+        exercises.exercise("lesson1", title="t", points=1, answer="a", hints=["h"])
+
+
+def test_each_lesson_has_enough_exercises():
+    """Lesson 01 has at least four graded exercises (the syllabus asks for it)."""
+    assert len(exercises.for_lesson("01")) >= 4
+    assert exercises.lessons() == [stem[:2] for stem in GRADED]
+
+
+@pytest.mark.parametrize("stem", GRADED)
+def test_notebook_checks_match_registry(stem):
+    """The solution checks exactly its lesson's exercises, each bound to the registered name."""
+    calls = check_calls(ROOT / "solutions" / f"{stem}.ipynb")
+    registered = [(e.id, e.answer) for e in exercises.for_lesson(stem[:2])]
+    assert calls == registered
+
+
+def test_every_lesson_has_all_three_notebooks():
+    """Lesson notebooks, solutions and exercises come in matching stems."""
+    for lesson in lessons(ROOT):
+        if lesson.number in exercises.lessons():
+            assert lesson.parts == ("notebooks", "exercises", "solutions"), lesson
+
+
+def score_notebook(path, lesson: str) -> dict[str, tuple[str, str]]:
+    """Execute a notebook, then evaluate each answer it bound, with a fixed seed."""
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import json as _json\n"
+            "from backprop_course import evaluate as _evaluate, exercises as _exercises\n"
+            "_scores = {}\n"
+            f"for _e in _exercises.for_lesson({lesson!r}):\n"
+            "    _r = _evaluate(_e.id, globals().get(_e.answer, None), seed=1234)\n"
+            "    _scores[_e.id] = (_r.status, _r.message)\n"
+            "print(_json.dumps(_scores))"
+        )
+    )
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    return json.loads(nb.cells[-1].outputs[0]["text"])
+
+
+@pytest.mark.parametrize("stem", GRADED)
+def test_solutions_earn_full_marks(stem):
+    """Every solution notebook runs without error and passes every check."""
+    scores = score_notebook(ROOT / "solutions" / f"{stem}.ipynb", stem[:2])
+    assert {k: v[0] for k, v in scores.items()} == dict.fromkeys(scores, CORRECT), scores
+
+
+@pytest.mark.parametrize("stem", GRADED)
+def test_untouched_exercises_are_not_attempted(stem):
+    """Every released exercise notebook runs without error and scores zero."""
+    scores = score_notebook(ROOT / "exercises" / f"{stem}.ipynb", stem[:2])
+    assert {k: v[0] for k, v in scores.items()} == dict.fromkeys(scores, NOT_ATTEMPTED), scores
