@@ -103,8 +103,8 @@ def test_wrong_answers_say_why(exercise_id, answer, reason, home):
 
 
 def test_every_exercise_has_feedback_tests():
-    """Each registered exercise appears in the tables above."""
+    """Each exercise of lessons 00-01 appears in the tables above."""
     from backprop_course import exercises
 
-    ids = {e.id for e in exercises.all_exercises()}
+    ids = {e.id for e in exercises.all_exercises() if e.lesson in ("00", "01")}
     assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}

@@ -1,7 +1,7 @@
 """The registry of graded exercises: one place for ids, points, checks and hints.
 
-Each lesson with exercises has a module here (``lesson01.py``) that registers
-its exercises with the :func:`exercise` decorator::
+Each lesson with exercises has a module here, ``lessonNN.py`` (found by that
+name, no list to update), that registers its exercises with the :func:`exercise` decorator::
 
     @exercise("01.central_difference", title="Central differences", points=2,
               answer="central_difference", hints=("...", "..."))
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ Checker = Callable[[Any, np.random.Generator], None]
 
 _REGISTRY: dict[str, Exercise] = {}
 
-# Lesson modules that register exercises, in course order.
-_LESSON_MODULES = ("lesson00", "lesson01")
+# Lesson modules are found by name: every ``lessonNN.py`` in this package.
+_LESSON_MODULE = re.compile(r"^lesson\d\d$")
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,9 @@ def exercise(
 
 
 def _load() -> None:
-    for name in _LESSON_MODULES:
-        importlib.import_module(f"{__name__}.{name}")
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if _LESSON_MODULE.match(module.name):
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def all_exercises() -> Iterator[Exercise]:
