@@ -1,4 +1,4 @@
-"""The ``backprop-course`` command: start, doctor, release, progress.
+"""The ``backprop-course`` command: start, doctor, release, progress, bench.
 
 Each subcommand is a small function; errors a user can fix are printed as one
 clear sentence with exit status 2 (usage) or 1 (a check failed), never as a
@@ -81,8 +81,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"open it with: cd {target} && jupyter lab {FIRST_LESSON}")
         return 0
     # root_dir is the whole course folder; without it Jupyter serves only notebooks/.
-    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={target}",
-               str(target / FIRST_LESSON)]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={target}",
+        str(target / FIRST_LESSON),
+    ]
     if args.no_browser:
         command.append("--no-browser")
     if args.port is not None:
@@ -196,6 +201,27 @@ def cmd_progress(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from backprop_course import bench
+
+    result = {"autograd": bench.bench_autograd}[args.which]()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"bench {args.which}: {result.get('network', '')}")
+    for key, value in result.items():
+        if key not in ("benchmark", "network", "machine"):
+            print(f"  {key:<14} {value}")
+    if result.get("micrograd_ms") is None and args.which == "autograd":
+        print("  (micrograd is not installed: pip install micrograd to time it side by side)")
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -249,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the current folder if it has solutions/)",
     )
     release.set_defaults(func=cmd_release)
+
+    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
+    bench.add_argument(
+        "which",
+        choices=["autograd"],
+        help="autograd: one training step of micrograd's demo network, ours "
+        "against micrograd (when installed)",
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=cmd_bench)
 
     progress = sub.add_parser("progress", help="your exercise progress, per lesson")
     progress.set_defaults(func=cmd_progress)
