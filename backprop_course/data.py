@@ -1,6 +1,6 @@
 """Small datasets made on the spot: nothing to download, the same data for the same seed.
 
-Toy 2-D classification sets (lessons 05 onwards), each returning ``(X, y)``
+Toy 2-D classification sets, each returning ``(X, y)``
 with ``X`` float64 of shape ``(n, 2)`` and ``y`` int64 of shape ``(n,)``
 holding labels ``0 .. classes - 1``, the ``n`` points shared among the
 classes as evenly as possible and listed in random order:
@@ -10,7 +10,8 @@ classes as evenly as possible and listed in random order:
 - :func:`make_spirals`: ``classes`` arms winding out from the centre;
 - :func:`make_xor`: the four quadrants, opposite ones sharing a label.
 
-Every set is drawn with ``numpy.random.default_rng(seed)``.
+Every set is drawn with ``numpy.random.default_rng(seed)``. (Lesson 11's text
+corpus will get its own section below the toy sets.)
 """
 
 from __future__ import annotations
