@@ -218,7 +218,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if key not in ("benchmark", "network", "machine"):
             print(f"  {key:<14} {value}")
     if result.get("micrograd_ms") is None and args.which == "autograd":
-        print("  (micrograd is not installed: pip install micrograd to time it side by side)")
+        print('  (micrograd is not installed: pip install "backprop-course[bench]" to time it '
+              "side by side)")
     return 0
 
 
