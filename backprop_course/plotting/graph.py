@@ -1,61 +1,31 @@
-"""The course's pictures, drawn with matplotlib alone.
-
-- :func:`draw_graph`: the computation graph of a scalar ``Value``, inputs on
-  the left, the output on the right, each value with its ``data`` and ``grad``.
-- :func:`draw_network`: a layered network diagram, one line per weight;
-  given gradients, line width and colour show how much error reaches each weight.
-- :func:`plot_loss_curve`: one or several training curves.
-- :func:`plot_decision_boundary`: the regions a 2-D classifier assigns to each class.
-
-Each function draws into ``ax`` when one is given (else into a new figure),
-sets a title and axis labels, and returns the Axes.
-"""
+"""Diagrams: the computation graph of a scalar ``Value`` and a layered network."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
-from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path
 
-__all__ = ["draw_graph", "draw_network", "plot_decision_boundary", "plot_loss_curve"]
+from backprop_course.plotting._common import (
+    _EDGE,
+    _INNER,
+    _INPUT,
+    _OP,
+    _OUTPUT,
+    _as_floats,
+    _bare,
+    _fmt,
+    _new_axes,
+)
 
-# Colours shared by the diagrams.
-_INPUT, _INNER, _OUTPUT, _OP = "#dbe9f6", "#f2f2f2", "#dff0d8", "#fff2cc"
-_EDGE = "#555555"
-
-
-def _new_axes(ax, figsize):
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
-
-
-def _fmt(x: Any) -> str:
-    """A number with 4 significant digits (anything else as ``str``)."""
-    try:
-        return f"{float(x):.4g}"
-    except (TypeError, ValueError):
-        return str(x)
-
-
-def _as_floats(values: Any) -> np.ndarray:
-    """An array of floats from numbers, numpy arrays, torch tensors or ``Value`` objects."""
-    if hasattr(values, "detach"):  # a torch tensor, without importing torch
-        values = values.detach().cpu().numpy()
-    try:
-        return np.asarray(values, dtype=float)
-    except (TypeError, ValueError, RuntimeError):  # e.g. Values, or tensors needing grad
-        to_float = np.vectorize(lambda v: float(getattr(v, "data", v)), otypes=[float])
-        return to_float(np.asarray(values, dtype=object))
+__all__ = ["draw_graph", "draw_network"]
 
 
 # ---------------------------------------------------------------- computation graphs
@@ -233,14 +203,6 @@ def _inches_per_unit(ax) -> float:
     return min(box.width * width / (x1 - x0), box.height * height / (y1 - y0))
 
 
-def _bare(ax) -> None:
-    """No ticks and no frame: for diagrams, whose coordinates mean nothing."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-
-
 # ---------------------------------------------------------------- network diagrams
 
 
@@ -342,88 +304,4 @@ def draw_network(
         if grads is not None:
             title = f"The error reaching each weight of a {shape} network: dL/dw"
     ax.set_title(title)
-    return ax
-
-
-# ---------------------------------------------------------------- curves and classifiers
-
-
-def plot_loss_curve(
-    losses,
-    ax=None,
-    title: str = "Training loss",
-    ylabel: str = "loss",
-    xlabel: str = "step",
-    label: str | None = None,
-    logy: bool = False,
-):
-    """Plot a loss per step; a dict ``{name: losses}`` draws one curve per name, with a legend."""
-    curves = dict(losses) if isinstance(losses, Mapping) else {label: losses}
-    ax = _new_axes(ax, (6, 3.8))
-    for name, values in curves.items():
-        values = _as_floats(list(values))
-        if values.ndim != 1 or values.size == 0:
-            raise ValueError(f"losses for {name!r} must be a non-empty list of numbers")
-        ax.plot(np.arange(values.size), values, label=name, linewidth=1.5)
-    if logy:
-        ax.set_yscale("log")
-    if any(name is not None for name in curves):
-        ax.legend()
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    return ax
-
-
-def plot_decision_boundary(
-    predict: Callable[[np.ndarray], Any],
-    X,
-    y,
-    ax=None,
-    title: str = "Decision boundary",
-    resolution: int = 200,
-    padding: float = 0.5,
-):
-    """Colour the plane by the class ``predict`` gives, and show the data on top.
-
-    ``predict(points)`` gets an array of shape ``(m, 2)``. Returning ``m``
-    scores means two classes (class 1 where the score is > 0, with the line
-    score = 0 drawn); returning ``(m, k)`` scores means ``k`` classes (argmax).
-    """
-    X, y = _as_floats(X), np.asarray(y).astype(int).ravel()
-    if X.ndim != 2 or X.shape[1] != 2 or len(y) != len(X) or y.min(initial=0) < 0:
-        raise ValueError(
-            f"X must have shape (n, 2) and y shape (n,) with labels >= 0, got {X.shape} and "
-            f"{y.shape}"
-        )
-    low, high = X.min(axis=0) - padding, X.max(axis=0) + padding
-    g1, g2 = np.meshgrid(
-        np.linspace(low[0], high[0], resolution), np.linspace(low[1], high[1], resolution)
-    )
-    points = np.column_stack([g1.ravel(), g2.ravel()])
-    scores = _as_floats(predict(points))
-    if scores.ndim == 2 and scores.shape[1] == 1:
-        scores = scores[:, 0]
-    if scores.ndim not in (1, 2) or scores.shape[0] != len(points):
-        raise ValueError(
-            f"predict must return shape ({len(points)},) or ({len(points)}, k) for "
-            f"{len(points)} points, got {scores.shape}"
-        )
-    binary = scores.ndim == 1
-    region = (scores > 0).astype(int) if binary else scores.argmax(axis=1)
-    k = max(2 if binary else scores.shape[1], int(y.max()) + 1)
-    colours = [plt.get_cmap("tab10")(c % 10) for c in range(k)]
-
-    ax = _new_axes(ax, (5.5, 5))
-    ax.contourf(
-        g1, g2, region.reshape(g1.shape), levels=np.arange(k + 1) - 0.5, colors=colours, alpha=0.25
-    )
-    handles = []
-    if binary and scores.min() < 0 < scores.max():
-        ax.contour(g1, g2, scores.reshape(g1.shape), levels=[0], colors="black", linewidths=1.5)
-        handles.append(Line2D([], [], color="black", label="score = 0"))
-    dots = {"edgecolor": "black", "linewidth": 0.5, "s": 25, "zorder": 3}
-    for c in np.unique(y):
-        ax.scatter(*X[y == c].T, color=colours[c], label=f"class {c}", **dots)
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, loc="best", framealpha=0.9)
-    ax.set(title=title, xlabel="x1", ylabel="x2", xlim=(low[0], high[0]), ylim=(low[1], high[1]))
     return ax

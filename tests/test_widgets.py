@@ -1,0 +1,121 @@
+"""The explorers: the numbers behind them, and that they build and redraw headlessly."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from backprop_course import optim, widgets
+
+pytest.importorskip("ipywidgets")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_gradient_flow_returns_one_norm_per_layer():
+    """depth Linear layers give depth names and norms, and depth - 1 activations."""
+    result = widgets.gradient_flow(5, "tanh", "glorot", width=16)
+    assert result["names"] == [f"layer {i}" for i in range(1, 6)]
+    assert len(result["grad_norms"]) == 5 and all(g > 0 for g in result["grad_norms"])
+    assert list(result["activations"]) == [f"layer {i}" for i in range(1, 5)]
+    assert result["activations"]["layer 1"].shape == (128, 16)
+    assert np.isfinite(result["loss"])
+
+
+def test_gradient_flow_sigmoid_vanishes():
+    """With sigmoid at depth 20, the first layer gets far less gradient than the last."""
+    norms = widgets.gradient_flow(20, "sigmoid", "glorot")["grad_norms"]
+    assert norms[0] < 1e-4 * norms[-1]
+
+
+def test_gradient_flow_relu_he_stays_flat():
+    """relu with He init keeps all layer norms within a factor 10 of each other."""
+    norms = widgets.gradient_flow(20, "relu", "he")["grad_norms"]
+    assert max(norms) / min(norms) < 10
+
+
+def test_gradient_flow_scale_changes_the_picture():
+    """Shrinking the init scale shrinks every layer's gradient by orders of magnitude."""
+    healthy = widgets.gradient_flow(15, "tanh", "glorot")["grad_norms"]
+    small = widgets.gradient_flow(15, "tanh", "glorot", scale=0.3)["grad_norms"]
+    assert max(small) < 1e-4 * min(healthy)
+
+
+def test_gradient_flow_rejects_bad_input():
+    """Unknown activations, depth < 1 and a non-positive scale raise ValueError."""
+    for kwargs in ({"activation": "gelu"}, {"depth": 0}, {"scale": 0.0}):
+        with pytest.raises(ValueError):
+            widgets.gradient_flow(**{"depth": 3, "activation": "tanh", **kwargs})
+
+
+def test_run_optimizer_path_shape_and_start():
+    """A path has steps + 1 points and starts at the given start."""
+    path = widgets.run_optimizer("rosenbrock", "adam", 1e-2, 50, start=(0.5, 0.5))
+    assert path.shape == (51, 2)
+    assert path[0] == pytest.approx([0.5, 0.5])
+
+
+def test_run_optimizer_sgd_too_high_lr_diverges_on_the_bowl():
+    """On the bowl (curvature 10), SGD with lr 0.3 > 2/10 blows up."""
+    path = widgets.run_optimizer("bowl", "sgd", 0.3, 200)
+    last = path[-1]
+    assert not np.all(np.isfinite(last)) or np.abs(last).max() > 1e6
+
+
+def test_run_optimizer_small_lr_converges_slowly_and_good_lr_fast():
+    """With a tiny lr the flat x direction has barely moved after 200 steps; lr 0.1 arrives."""
+    f = lambda p: optim.bowl(p[0], p[1])  # noqa: E731
+    slow = widgets.run_optimizer("bowl", "sgd", 1e-3, 200)
+    fast = widgets.run_optimizer("bowl", "sgd", 0.1, 200)
+    assert abs(slow[-1, 0]) > 0.75 * abs(slow[0, 0])
+    assert f(fast[-1]) < 1e-6
+
+
+@pytest.mark.parametrize("optimizer", sorted(widgets.OPTIMIZERS))
+def test_run_optimizer_every_optimizer_descends_on_rosenbrock(optimizer):
+    """Each optimizer with a modest lr lowers the Rosenbrock value."""
+    path = widgets.run_optimizer("rosenbrock", optimizer, 1e-3, 100)
+    assert optim.rosenbrock(*path[-1]) < optim.rosenbrock(*path[0])
+
+
+def test_run_optimizer_rejects_unknown_names():
+    """Unknown surfaces and optimizers raise ValueError listing the choices."""
+    with pytest.raises(ValueError, match="bowl"):
+        widgets.run_optimizer("himmelblau", "sgd", 0.1, 10)
+    with pytest.raises(ValueError, match="adam"):
+        widgets.run_optimizer("bowl", "lbfgs", 0.1, 10)
+
+
+def test_gradient_flow_explorer_builds_and_redraws():
+    """Built headless it draws once; moving a control redraws with the new setting."""
+    explorer = widgets.gradient_flow_explorer(depth=4, width=16)
+    plotter = explorer.plotter
+    assert plotter.redraws == 1
+    assert plotter.figure.axes[0].get_title().startswith("Gradient flow: 4 layers")
+    depth = next(c for c in explorer.children if getattr(c, "description", "") == "depth")
+    depth.value = 6
+    assert plotter.redraws == 2 and len(plotter.result["grad_norms"]) == 6
+    explorer.children[1].value = "relu"
+    assert plotter.redraws == 3 and "relu" in plotter.figure.axes[0].get_title()
+
+
+def test_learning_rate_explorer_builds_and_redraws():
+    """Built headless it draws once; changing surface and lr redraws the path."""
+    explorer = widgets.learning_rate_explorer(steps=50)
+    plotter = explorer.plotter
+    assert plotter.redraws == 1 and plotter.result.shape == (51, 2)
+    explorer.children[0].value = "bowl"
+    explorer.children[2].value = 0.3
+    assert plotter.redraws == 3
+    title = plotter.figure.axes[0].get_title()
+    assert "bowl" in title and "0.3" in title
+    assert len(plotter.figure.axes) >= 2  # path and f per step
