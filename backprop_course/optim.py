@@ -132,7 +132,9 @@ class Adam(Optimizer):
         m += (1 - self.beta1) * g
         v *= self.beta2
         v += (1 - self.beta2) * g * g
-        m_hat = m / (1 - self.beta1**self.t)  # without this, early steps are far too small
+        # m and v start at 0, so early on both are biased towards 0; with beta2 > beta1, v is
+        # the more biased one and uncorrected steps would be too large.
+        m_hat = m / (1 - self.beta1**self.t)
         v_hat = v / (1 - self.beta2**self.t)
         p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
