@@ -8,6 +8,12 @@ micrograd's demo network, a 2-16-16-1 MLP on 100 two-moons points, full
 batch, max-margin loss plus L2. It times our ``Value`` and, when the
 ``micrograd`` package is importable, micrograd's ``Value`` on the identical
 graph (same code, same initial weights) in the same run.
+
+``bench_mlp``: one training step (forward, backward, SGD update) of a
+784-256-10 ReLU MLP on a float32 batch of 128 random examples with softmax
+cross-entropy: the numpy layers of :mod:`backprop_course.nn` against the same
+network (same initial weights) in torch on the CPU, in alternating blocks of
+steps so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-__all__ = ["bench_autograd", "machine"]
+__all__ = ["bench_autograd", "bench_mlp", "machine"]
 
 
 def machine() -> dict:
@@ -95,5 +101,102 @@ def bench_autograd(repeats: int = 5, micrograd_repeats: int = 3) -> dict:
         "ratio": None if micrograd_ms is None else round(micrograd_ms / ours_ms, 2),
         "same_loss": None if micrograd_loss is None else abs(ours_loss - micrograd_loss) < 1e-9,
         "repeats": repeats,
+        "machine": machine(),
+    }
+
+
+def _numpy_mlp_step(model, x, y, lr: float) -> Callable[[], float]:
+    """One SGD step of an ``nn.MLP`` with softmax cross-entropy, all in place."""
+    from backprop_course.nn import SoftmaxCrossEntropy
+
+    loss_fn = SoftmaxCrossEntropy()
+    params, grads = model.parameters(), model.gradients()
+
+    def step() -> float:
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward(), input_grad=False)  # the data needs no gradient
+        for p, g in zip(params, grads):
+            p -= lr * g
+        return loss
+
+    return step
+
+
+def _torch_mlp_step(model, x, y, lr: float) -> Callable[[], float]:
+    """The same step in torch: ``cross_entropy``, autograd, ``torch.optim.SGD``."""
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(tx), ty)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def bench_mlp(repeats: int = 20, rounds: int = 5, batch: int = 128, seed: int = 0) -> dict:
+    """Median milliseconds per training step, numpy (``nn.MLP``) and torch (CPU).
+
+    784-256-10 ReLU MLP, float32, softmax cross-entropy, SGD with lr 0.1. Both
+    start from the same weights. They take turns, ``rounds`` times: two
+    warm-up steps then ``repeats`` timed steps of one, then of the other, so
+    that a busy machine slows both alike without either's BLAS threads
+    competing with the other's inside a step. The medians are over all timed
+    steps; ``ratio`` is numpy / torch (below 1: numpy is faster).
+    """
+    import numpy as np
+    import torch
+
+    from backprop_course.nn import MLP, Linear
+
+    sizes, lr = [784, 256, 10], 0.1
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], size=batch)
+    model = MLP(sizes, activation="relu", rng=seed, dtype=np.float32)
+
+    linears = [layer for layer in model.layers if isinstance(layer, Linear)]
+    torch_layers: list = []
+    for i, layer in enumerate(linears):
+        linear = torch.nn.Linear(layer.in_features, layer.out_features)
+        with torch.no_grad():  # torch stores W as (out, in): ours transposed
+            linear.weight.copy_(torch.from_numpy(layer.W.T))
+            linear.bias.copy_(torch.from_numpy(layer.b))
+        torch_layers.append(linear)
+        if i < len(linears) - 1:
+            torch_layers.append(torch.nn.ReLU())
+    torch_model = torch.nn.Sequential(*torch_layers)
+
+    numpy_step = _numpy_mlp_step(model, x, y, lr)
+    torch_step = _torch_mlp_step(torch_model, x, y, lr)
+    first_losses = (numpy_step(), torch_step())
+    numpy_times: list[float] = []
+    torch_times: list[float] = []
+    for _ in range(rounds):
+        for step, times in ((numpy_step, numpy_times), (torch_step, torch_times)):
+            time.sleep(0.2)  # let the other library's worker threads stop spinning
+            step(), step()  # warm-up
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+    numpy_ms = statistics.median(numpy_times) * 1000
+    torch_ms = statistics.median(torch_times) * 1000
+    return {
+        "benchmark": "mlp",
+        "network": f"MLP 784-256-10 ReLU, float32, batch {batch}, softmax cross-entropy, SGD",
+        "numpy_ms": round(numpy_ms, 3),
+        "torch_ms": round(torch_ms, 3),
+        "ratio": round(numpy_ms / torch_ms, 3),
+        "same_loss": abs(first_losses[0] - first_losses[1]) < 1e-4,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "repeats": repeats,
+        "rounds": rounds,
         "machine": machine(),
     }
