@@ -1,0 +1,308 @@
+"""Lesson 05: correct answers pass, and typical wrong answers get a specific reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backprop_course import evaluate
+from backprop_course.checking import CORRECT, NOT_ATTEMPTED, WRONG
+
+
+def gradient_shapes(B, n_in, n_hidden, n_out):
+    return {
+        "X": (B, n_in),
+        "W1": (n_in, n_hidden),
+        "b1": (n_hidden,),
+        "H": (B, n_hidden),
+        "W2": (n_hidden, n_out),
+        "b2": (n_out,),
+        "logits": (B, n_out),
+    }
+
+
+def shapes_with(**changes):
+    return lambda *sizes: {**gradient_shapes(*sizes), **changes}
+
+
+def linear_backward(X, W, dY):
+    return dY @ W.T, X.T @ dY, dY.sum(axis=0)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+ACTIVATIONS = {
+    "relu": lambda x, dy: dy * (x > 0),
+    "sigmoid": lambda x, dy: dy * sigmoid(x) * (1 - sigmoid(x)),
+    "tanh": lambda x, dy: dy * (1 - np.tanh(x) ** 2),
+}
+
+
+def activations_with(**changes):
+    return {**ACTIVATIONS, **changes}
+
+
+def softmax(z, axis=1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def onehot(y, k):
+    return np.eye(k)[y]
+
+
+def softmax_ce_backward(logits, y):
+    p = softmax(logits)
+    p[np.arange(len(y)), y] -= 1
+    return p / len(y)
+
+
+def naive_softmax_ce_backward(logits, y):
+    e = np.exp(logits)
+    return (e / e.sum(axis=1, keepdims=True) - onehot(y, logits.shape[1])) / len(y)
+
+
+def make_grad_check(*, h=1e-5, reduce=np.max, relative="max", restore=True):
+    def grad_check(f, x, analytic):
+        num = np.zeros_like(x)
+        for i in np.ndindex(x.shape):
+            old = x[i]
+            x[i] = old + h
+            fp = f(x)
+            x[i] = old - h
+            fm = f(x)
+            x[i] = old if restore else old + h
+            num[i] = (fp - fm) / (2 * h)
+        diff = np.abs(analytic - num)
+        if relative == "max":
+            err = diff / np.maximum(np.maximum(np.abs(analytic), np.abs(num)), 1e-12)
+        elif relative == "sum":
+            err = diff / (np.abs(analytic) + np.abs(num))
+        else:
+            err = diff
+        return reduce(err)
+
+    return grad_check
+
+
+def grad_check_forward_difference(f, x, analytic):
+    x = x.copy()
+    h, f0, num = 1e-5, f(x), np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        num[i] = (f(x) - f0) / h
+        x[i] = old
+    return float(np.max(np.abs(analytic - num) / np.maximum(np.abs(analytic), np.abs(num))))
+
+
+def make_two_layer(*, mask=True, scale=1.0, sum_bias=True, transpose_w=False):
+    def two_layer_backward(X, y, W1, b1, W2, b2):
+        Z1 = X @ W1 + b1
+        H = np.maximum(Z1, 0)
+        dZ2 = softmax_ce_backward(H @ W2 + b2, y) * scale
+        dH = dZ2 @ W2.T
+        dZ1 = dH * (Z1 > 0) if mask else dH
+        grads = {"W1": X.T @ dZ1, "W2": H.T @ dZ2}
+        grads["b1"] = dZ1.sum(axis=0) if sum_bias else dZ1
+        grads["b2"] = dZ2.sum(axis=0) if sum_bias else dZ2
+        if transpose_w:
+            grads["W1"] = grads["W1"].T
+        return grads
+
+    return two_layer_backward
+
+
+CORRECT_ANSWERS = {
+    "05.gradient_shapes": [
+        gradient_shapes,
+        lambda *s: {k: list(v) for k, v in gradient_shapes(*s).items()},
+    ],
+    "05.linear_backward": [linear_backward, lambda X, W, dY: list(linear_backward(X, W, dY))],
+    "05.activation_backward": [
+        ACTIVATIONS,
+        activations_with(relu=lambda x, dy: np.where(x > 0, dy, 0.0)),
+        activations_with(tanh=lambda x, dy: dy / np.cosh(x) ** 2),
+    ],
+    "05.softmax_ce_backward": [
+        softmax_ce_backward,
+        lambda z, y: (softmax(z) - onehot(y, z.shape[1])) / z.shape[0],
+    ],
+    "05.grad_check": [make_grad_check(), make_grad_check(h=1e-4), make_grad_check(h=1e-6)],
+    "05.two_layer_backward": [make_two_layer()],
+}
+
+
+WRONG_ANSWERS = [
+    ("05.gradient_shapes", shapes_with(W1=None), "should be a tuple of ints"),
+    (
+        "05.gradient_shapes",
+        lambda B, i, h, o: {**gradient_shapes(B, i, h, o), "W1": (h, i)},
+        "transposed",
+    ),
+    (
+        "05.gradient_shapes",
+        lambda B, i, h, o: {**gradient_shapes(B, i, h, o), "b2": (B, o)},
+        "no batch axis",
+    ),
+    ("05.gradient_shapes", shapes_with(logits=()), "one entry per entry"),
+    ("05.gradient_shapes", lambda *s: {"X": s[:2]}, "without the key(s)"),
+    (
+        "05.linear_backward",
+        lambda X, W, dY: (dY @ W.T, dY.T @ X, dY.sum(0)),
+        "transposed weight gradient (dY.T @ X)",
+    ),
+    (
+        "05.linear_backward",
+        lambda X, W, dY: (dY @ W.T, X.T @ dY, dY),
+        "bias gradient not summed over the batch",
+    ),
+    (
+        "05.linear_backward",
+        lambda X, W, dY: (dY @ W.T, X.T @ dY / len(X), dY.mean(0)),
+        "mean instead of sum (a factor of the batch size)",
+    ),
+    (
+        "05.linear_backward",
+        lambda X, W, dY: (dY @ W.T, X.T @ dY, dY.mean(0)),
+        "mean instead of sum (a factor of the batch size)",
+    ),
+    (
+        "05.linear_backward",
+        lambda X, W, dY: (dY @ W, X.T @ dY, dY.sum(0)),
+        "dX uses W instead of W.T",
+    ),
+    (
+        "05.linear_backward",
+        lambda X, W, dY: (dY @ W.T, X.T @ dY, dY.sum(0, keepdims=True)),
+        "kept the batch axis",
+    ),
+    ("05.linear_backward", lambda X, W, dY: X.T @ dY, "tuple of 3 arrays"),
+    (
+        "05.activation_backward",
+        activations_with(relu=lambda x, dy: dy),
+        "forgot the activation derivative",
+    ),
+    (
+        "05.activation_backward",
+        activations_with(relu=lambda x, dy: 1.0 * (x > 0)),
+        "only the local",
+    ),
+    (
+        "05.activation_backward",
+        activations_with(relu=lambda x, dy: dy * np.maximum(x, 0)),
+        "instead of its derivative",
+    ),
+    (
+        "05.activation_backward",
+        activations_with(sigmoid=lambda x, dy: dy * x * (1 - x)),
+        "used the input instead of the output",
+    ),
+    (
+        "05.activation_backward",
+        activations_with(sigmoid=lambda x, dy: dy),
+        "forgot the activation derivative",
+    ),
+    (
+        "05.activation_backward",
+        activations_with(sigmoid=lambda x, dy: dy * sigmoid(x)),
+        "not its own derivative",
+    ),
+    (
+        "05.activation_backward",
+        activations_with(tanh=lambda x, dy: dy * (1 - x**2)),
+        "used the input instead of the output",
+    ),
+    (
+        "05.activation_backward",
+        activations_with(tanh=lambda x, dy: dy * (1 - np.tanh(x))),
+        "not squared",
+    ),
+    ("05.activation_backward", activations_with(tanh=lambda x, dy: ...), "still return `...`"),
+    ("05.activation_backward", {"relu": ACTIVATIONS["relu"]}, "no entry for"),
+    (
+        "05.softmax_ce_backward",
+        lambda z, y: softmax(z) / len(y),
+        "without subtracting the one-hot target",
+    ),
+    (
+        "05.softmax_ce_backward",
+        lambda z, y: softmax(z) - onehot(y, z.shape[1]),
+        "sum instead of mean (a factor of the batch size)",
+    ),
+    ("05.softmax_ce_backward", lambda z, y: -softmax_ce_backward(z, y), "sign error"),
+    (
+        "05.softmax_ce_backward",
+        lambda z, y: (softmax(z, axis=0) - onehot(y, z.shape[1])) / len(y),
+        "wrong axis",
+    ),
+    ("05.softmax_ce_backward", naive_softmax_ce_backward, "subtract the row maximum"),
+    ("05.grad_check", make_grad_check(relative="abs"), "absolute error"),
+    ("05.grad_check", make_grad_check(reduce=np.mean), "mean instead of max"),
+    ("05.grad_check", make_grad_check(relative="sum"), "denominator |a| + |n|"),
+    ("05.grad_check", make_grad_check(restore=False), "changed x"),
+    ("05.grad_check", grad_check_forward_difference, "A forward difference"),
+    ("05.grad_check", make_grad_check(reduce=lambda e: e), "one number"),
+    ("05.two_layer_backward", make_two_layer(mask=False), "forgot the ReLU derivative"),
+    ("05.two_layer_backward", make_two_layer(scale=3.0), "differs from the expected"),
+    ("05.two_layer_backward", make_two_layer(sum_bias=False), "bias gradient not summed"),
+    ("05.two_layer_backward", make_two_layer(transpose_w=True), "transposed"),
+    ("05.two_layer_backward", make_two_layer(scale=-1.0), "sign error"),
+    ("05.two_layer_backward", lambda *a: {"W1": 0}, "without the key(s)"),
+]
+
+
+def _sum_instead_of_mean(X, y, *params):
+    return make_two_layer(scale=len(X))(X, y, *params)
+
+
+def _divided_twice(X, y, *params):
+    return make_two_layer(scale=1 / len(X))(X, y, *params)
+
+
+WRONG_ANSWERS += [
+    ("05.two_layer_backward", _sum_instead_of_mean, "sum instead of mean"),
+    ("05.two_layer_backward", _divided_twice, "divided by the batch size twice"),
+]
+
+
+@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
+def test_correct_answers_pass(exercise_id, home):
+    """Every correct answer passes on many fresh draws of the test inputs."""
+    for answer in CORRECT_ANSWERS[exercise_id]:
+        for seed in range(20):
+            result = evaluate(exercise_id, answer, seed=seed)
+            assert result.status == CORRECT, result.message
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer", "reason"),
+    WRONG_ANSWERS,
+    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
+)
+def test_wrong_answers_say_why(exercise_id, answer, reason, home):
+    """A typical mistake is reported with a reason, not just 'incorrect'."""
+    for seed in range(5):
+        result = evaluate(exercise_id, answer, seed=seed)
+        assert result.status == WRONG, result.message
+        assert reason in result.message, result.message
+
+
+@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
+def test_stubs_are_not_attempted(exercise_id, home):
+    """The release stub (a function returning `...`, or `...` itself) is not attempted."""
+    stub = {
+        "05.activation_backward": {k: (lambda *args: ...) for k in ACTIVATIONS},
+    }.get(exercise_id, lambda *args: ...)
+    for answer in (stub, ...):
+        assert evaluate(exercise_id, answer, seed=0).status == NOT_ATTEMPTED
+
+
+def test_every_exercise_has_feedback_tests():
+    """Each exercise of lesson 05 appears in the tables above."""
+    from backprop_course import exercises
+
+    ids = {e.id for e in exercises.for_lesson("05")}
+    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}

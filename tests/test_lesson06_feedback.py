@@ -1,0 +1,299 @@
+"""Lesson 06: a typical wrong answer to each exercise gets a specific reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backprop_course import evaluate
+from backprop_course.checking import CORRECT, NOT_ATTEMPTED, WRONG
+
+
+def make_linear(
+    *, dW="right", db="right", dx="right", bias=True, cache=True, accumulate=False, update=False
+):
+    """A Linear class, correct by default; the keywords reproduce typical mistakes."""
+
+    class Linear:
+        def __init__(self, W, b):
+            self.W, self.b = W, b
+            self.dW, self.db = np.zeros_like(W), np.zeros_like(b)
+
+        def forward(self, x):
+            if cache:
+                self.x = x
+            self.out = x @ self.W + (self.b if bias else 0)
+            return self.out
+
+        def backward(self, dy):
+            x, B = self.x, len(dy)
+            grads = {
+                "right": lambda: x.T @ dy,
+                "transposed": lambda: dy.T @ x,
+                "mean": lambda: x.T @ dy / B,
+                "output": lambda: self.out.T @ dy,
+            }
+            new_dW = grads[dW]()
+            new_db = {"right": dy.sum(axis=0), "unsummed": dy, "mean": dy.mean(axis=0)}[db]
+            if accumulate:
+                self.dW = self.dW + new_dW
+                self.db = self.db + new_db
+            else:
+                self.dW, self.db = new_dW, new_db
+            if update:
+                self.W -= 0.1 * self.dW
+            return dy @ self.W.T if dx == "right" else dy @ self.W
+
+    return Linear
+
+
+def make_relu(*, backward="right", in_place=False):
+    class ReLU:
+        def forward(self, x):
+            self.x = x
+            if in_place:
+                np.maximum(x, 0, out=x)
+                self.mask = x > 0
+                return x
+            return np.maximum(x, 0)
+
+        def backward(self, dy):
+            mask = self.x > 0
+            return {
+                "right": dy * mask,
+                "identity": dy,
+                "mask": mask.astype(float),
+                "output": dy * np.maximum(self.x, 0),
+                "dy_mask": dy * (dy > 0),
+            }[backward]
+
+    return ReLU
+
+
+def make_sequential(*, order="reversed", chain=True, return_dy=False):
+    class Sequential:
+        def __init__(self, *layers):
+            self.layers = list(layers)
+
+        def forward(self, x):
+            h = x
+            for layer in self.layers:
+                h = layer.forward(h if chain else x)
+            return h
+
+        def backward(self, dy):
+            layers = reversed(self.layers) if order == "reversed" else self.layers
+            g = dy
+            for layer in layers:
+                g = layer.backward(g)
+            return dy if return_dy else g
+
+    return Sequential
+
+
+def softmax_ce(*, stable=True, mean=True, divide=True, axis=1, sign=1):
+    def softmax_cross_entropy(logits, y):
+        z = logits - logits.max(axis=axis, keepdims=True) if stable else logits
+        p = np.exp(z) / np.exp(z).sum(axis=axis, keepdims=True)
+        rows = np.arange(len(y))
+        losses = -np.log(p[rows, y])
+        loss = losses.mean() if mean else losses.sum()
+        d = p.copy()
+        d[rows, y] -= 1
+        return loss, sign * d / (len(y) if divide else 1)
+
+    return softmax_cross_entropy
+
+
+def make_batches(*, shuffle=True, drop_last=False, separate=False, replace=False, global_rng=False):
+    def iterate_minibatches(X, y, batch_size, rng):
+        n = len(X)
+        if replace:
+            order = rng.integers(0, n, size=n)
+        elif not shuffle:
+            order = np.arange(n)
+        elif global_rng:
+            order = np.random.permutation(n)
+        else:
+            order = rng.permutation(n)
+        order_y = rng.permutation(n) if separate else order
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield X[order[start : start + batch_size]], y[order_y[start : start + batch_size]]
+
+    return iterate_minibatches
+
+
+def iterate_as_list(X, y, batch_size, rng):
+    order = rng.permutation(len(X))
+    chunks = np.array_split(order, range(batch_size, len(X), batch_size))
+    return [(X[c], y[c]) for c in chunks]
+
+
+def sgd_update(params, grads, lr):
+    for p, g in zip(params, grads):
+        p -= lr * g
+
+
+def sgd_slices(params, grads, lr):
+    for i in range(len(params)):
+        params[i][...] = params[i] - lr * grads[i]
+
+
+def sgd_rebinding(params, grads, lr):
+    for p, g in zip(params, grads):
+        p = p - lr * g
+
+
+def sgd_list(params, grads, lr):
+    for i in range(len(params)):
+        params[i] = params[i] - lr * grads[i]
+
+
+def sgd_sign(params, grads, lr):
+    for p, g in zip(params, grads):
+        p += lr * g
+
+
+def sgd_no_lr(params, grads, lr):
+    for p, g in zip(params, grads):
+        p -= g
+
+
+def sgd_touches_grads(params, grads, lr):
+    for p, g in zip(params, grads):
+        g *= lr
+        p -= g
+
+
+CORRECT_ANSWERS = {
+    "06.linear": make_linear(),
+    "06.relu": make_relu(),
+    "06.sequential": make_sequential(),
+    "06.softmax_cross_entropy": softmax_ce(),
+    "06.iterate_minibatches": make_batches(),
+    "06.sgd_update": sgd_update,
+    "06.accuracy": lambda scores, y: float(np.mean(scores.argmax(axis=1) == y)),
+}
+
+ALSO_CORRECT = [
+    ("06.iterate_minibatches", iterate_as_list),
+    ("06.sgd_update", sgd_slices),
+    ("06.accuracy", lambda scores, y: (np.argmax(scores, 1) == y).sum() / len(y)),
+]
+
+WRONG_ANSWERS = [
+    ("06.linear", make_linear(dW="transposed"), "transposed weight gradient"),
+    ("06.linear", make_linear(dW="mean"), "mean vs sum"),
+    ("06.linear", make_linear(db="mean"), "mean vs sum"),
+    ("06.linear", make_linear(db="unsummed"), "not summed over the batch"),
+    ("06.linear", make_linear(dW="output"), "output instead of its input"),
+    ("06.linear", make_linear(cache=False), "store its input"),
+    ("06.linear", make_linear(dx="no_transpose"), "used W instead of W.T"),
+    ("06.linear", make_linear(bias=False), "forgot the bias"),
+    ("06.linear", make_linear(accumulate=True), "(+=)"),
+    ("06.linear", make_linear(update=True), "changed self.W"),
+    ("06.relu", make_relu(backward="identity"), "passed dy through unchanged"),
+    ("06.relu", make_relu(backward="mask"), "without multiplying it by dy"),
+    ("06.relu", make_relu(backward="output"), "ReLU output instead of its slope"),
+    ("06.relu", make_relu(backward="dy_mask"), "masked with dy > 0"),
+    ("06.relu", make_relu(in_place=True), "in place"),
+    ("06.sequential", make_sequential(order="forward"), "forward order"),
+    ("06.sequential", make_sequential(chain=False), "gave every layer the input x"),
+    ("06.sequential", make_sequential(return_dy=True), "returned dy unchanged"),
+    ("06.softmax_cross_entropy", softmax_ce(stable=False), "subtract each row's maximum"),
+    ("06.softmax_cross_entropy", softmax_ce(mean=False), "the sum over the batch"),
+    ("06.softmax_cross_entropy", softmax_ce(divide=False), "divide by the batch size"),
+    ("06.softmax_cross_entropy", softmax_ce(sign=-1), "sign error"),
+    ("06.softmax_cross_entropy", softmax_ce(axis=0), "wrong axis"),
+    ("06.softmax_cross_entropy", lambda logits, y: 0.0, "pair (loss, dlogits)"),
+    ("06.iterate_minibatches", make_batches(drop_last=True), "dropped the last partial batch"),
+    ("06.iterate_minibatches", make_batches(shuffle=False), "not shuffled"),
+    ("06.iterate_minibatches", make_batches(separate=True), "X and y shuffled differently"),
+    ("06.iterate_minibatches", make_batches(replace=True), "exactly once per epoch"),
+    ("06.iterate_minibatches", make_batches(global_rng=True), "the rng argument"),
+    ("06.sgd_update", sgd_rebinding, "rebinding instead of updating in place"),
+    ("06.sgd_update", sgd_list, "rebinding instead of updating in place"),
+    ("06.sgd_update", sgd_sign, "sign error"),
+    ("06.sgd_update", sgd_no_lr, "forgot the learning rate"),
+    ("06.sgd_update", sgd_touches_grads, "changed the gradient arrays"),
+    ("06.accuracy", lambda s, y: int((s.argmax(axis=1) == y).sum()), "number of correct"),
+    ("06.accuracy", lambda s, y: np.mean(s.argmax(axis=1) != y), "error rate"),
+    ("06.accuracy", lambda s, y: 100 * np.mean(s.argmax(axis=1) == y), "percentage"),
+    ("06.accuracy", lambda s, y: np.mean(s.max(axis=1) == y), "compared the largest score"),
+]
+
+
+@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
+def test_correct_answers_pass(exercise_id, home):
+    """A correct answer passes on many fresh draws of the test inputs."""
+    for seed in range(20):
+        result = evaluate(exercise_id, CORRECT_ANSWERS[exercise_id], seed=seed)
+        assert result.status == CORRECT, result.message
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer"), ALSO_CORRECT, ids=[f"{a[0]}-{i}" for i, a in enumerate(ALSO_CORRECT)]
+)
+def test_other_correct_forms_pass(exercise_id, answer, home):
+    """Equivalent ways of writing an answer are accepted too."""
+    for seed in range(5):
+        result = evaluate(exercise_id, answer, seed=seed)
+        assert result.status == CORRECT, result.message
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer", "reason"),
+    WRONG_ANSWERS,
+    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
+)
+def test_wrong_answers_say_why(exercise_id, answer, reason, home):
+    """A typical mistake is reported with a reason, not just 'incorrect'."""
+    for seed in range(5):
+        result = evaluate(exercise_id, answer, seed=seed)
+        assert result.status == WRONG
+        assert reason in result.message, result.message
+
+
+class _StubLayer:
+    def forward(self, x):
+        return ...
+
+    def backward(self, dy):
+        return ...
+
+
+class _StubLinear(_StubLayer):
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+
+
+class _StubSequential(_StubLayer):
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+
+STUBS = {
+    "06.linear": _StubLinear,
+    "06.relu": _StubLayer,
+    "06.sequential": _StubSequential,
+}
+
+
+@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
+def test_stubs_are_not_attempted(exercise_id, home):
+    """The released stub (a function or class whose methods return ...) is not attempted."""
+
+    def stub(*args):
+        return ...
+
+    assert evaluate(exercise_id, STUBS.get(exercise_id, stub), seed=0).status == NOT_ATTEMPTED
+    assert evaluate(exercise_id, ..., seed=0).status == NOT_ATTEMPTED
+
+
+def test_every_exercise_has_feedback_tests():
+    """Each exercise of lesson 06 appears in the tables above."""
+    from backprop_course import exercises
+
+    ids = {e.id for e in exercises.for_lesson("06")}
+    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}
