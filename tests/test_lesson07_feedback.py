@@ -1,0 +1,214 @@
+"""Lesson 07: a typical wrong answer to each exercise gets a specific reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backprop_course import evaluate
+from backprop_course.checking import CORRECT, NOT_ATTEMPTED, WRONG
+
+
+def init_std(fan_in, fan_out, kind, *, mistake=None):
+    if kind == "glorot":
+        if mistake == "no sqrt":
+            return 2 / (fan_in + fan_out)
+        if mistake == "fan_in only":
+            return np.sqrt(2 / fan_in)
+        if mistake == "uniform bound":
+            return np.sqrt(6 / (fan_in + fan_out))
+        return np.sqrt(2 / (fan_in + fan_out))
+    if mistake == "no sqrt":
+        return 2 / fan_in
+    if mistake == "fan_out":
+        return np.sqrt(2 / fan_out)
+    if mistake == "lecun":
+        return np.sqrt(1 / fan_in)
+    return np.sqrt(2 / fan_in)
+
+
+def make_init_std(mistake):
+    return lambda fan_in, fan_out, kind: init_std(fan_in, fan_out, kind, mistake=mistake)
+
+
+def clip(grads, max_norm, *, mistake=None):
+    squares = sum(float((g**2).sum()) for g in grads)
+    total = squares if mistake == "no sqrt" else np.sqrt(squares)
+    if mistake == "per tensor":
+        return [g * min(1.0, max_norm / np.linalg.norm(g)) for g in grads]
+    if mistake == "always":
+        return [g * max_norm / total for g in grads]
+    return [g * min(1.0, max_norm / total) for g in grads]
+
+
+def clip_torch_style(grads, max_norm):
+    total = np.sqrt(sum(np.sum(g * g) for g in grads))
+    coef = max_norm / (total + 1e-6)
+    if coef < 1:
+        for g in grads:
+            g *= coef
+    return grads
+
+
+def make_clip(mistake):
+    return lambda grads, max_norm: clip(grads, max_norm, mistake=mistake)
+
+
+def norm_backward(dy, x, gamma, eps, *, axis, mistake=None):
+    """Batch norm (axis=0) or layer norm (axis=1) backward; the keyword adds a mistake."""
+    ddof = 1 if mistake == "unbiased" else 0
+    mu = x.mean(axis=axis, keepdims=True)
+    var = x.var(axis=axis, keepdims=True, ddof=ddof)
+    std = np.sqrt(var + eps)
+    x_hat = (x - mu) / std
+    g = dy * gamma
+    if mistake == "no mean":
+        dx = (g - x_hat * (g * x_hat).mean(axis=axis, keepdims=True)) / std
+    elif mistake == "no var":
+        dx = (g - g.mean(axis=axis, keepdims=True)) / std
+    elif mistake == "unbiased":
+        n = x.shape[axis]
+        dx = (g - g.mean(axis=axis, keepdims=True)) / std - (x - mu) * (g * (x - mu)).sum(
+            axis=axis, keepdims=True
+        ) / (std**3 * (n - 1))
+    else:
+        dx = (
+            g
+            - g.mean(axis=axis, keepdims=True)
+            - x_hat * (g * x_hat).mean(axis=axis, keepdims=True)
+        ) / std
+    dgamma = (dy * x_hat).sum(axis=0)
+    dbeta = dy if mistake == "dbeta not summed" else dy.sum(axis=0)
+    if mistake == "dbeta mean":
+        dbeta = dy.mean(axis=0)
+    return dx, dgamma, dbeta
+
+
+def make_norm(axis, mistake=None):
+    return lambda dy, x, gamma, eps: norm_backward(dy, x, gamma, eps, axis=axis, mistake=mistake)
+
+
+def batchnorm_torch(dy, x, gamma, eps):
+    """The gradients by torch autograd: an independent way to get the right answer."""
+    import torch
+
+    xt = torch.tensor(x, requires_grad=True)
+    gt = torch.tensor(gamma, requires_grad=True)
+    bt = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.batch_norm(xt, None, None, gt, bt, training=True, eps=eps)
+    y.backward(torch.tensor(dy))
+    return xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy()
+
+
+def layernorm_torch(dy, x, gamma, eps):
+    import torch
+
+    xt = torch.tensor(x, requires_grad=True)
+    gt = torch.tensor(gamma, requires_grad=True)
+    bt = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.layer_norm(xt, (x.shape[1],), gt, bt, eps=eps)
+    y.backward(torch.tensor(dy))
+    return xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy()
+
+
+CORRECT_ANSWERS = {
+    "07.vanishing_bound": lambda L: 0.25**L,
+    "07.init_std": make_init_std(None),
+    "07.clip_by_global_norm": make_clip(None),
+    "07.batchnorm_backward": make_norm(0),
+    "07.layernorm_backward": make_norm(1),
+}
+
+ALSO_CORRECT = [
+    ("07.vanishing_bound", lambda L: (0.5 * (1 - 0.5)) ** L),
+    ("07.init_std", lambda fi, fo, kind: (2 / (fi + fo if kind == "glorot" else fi)) ** 0.5),
+    ("07.clip_by_global_norm", clip_torch_style),
+    ("07.batchnorm_backward", batchnorm_torch),
+    ("07.layernorm_backward", layernorm_torch),
+    ("07.layernorm_backward", lambda dy, x, g, eps: list(make_norm(1)(dy, x, g, eps))),
+]
+
+WRONG_ANSWERS = [
+    ("07.vanishing_bound", lambda L: 0.5**L, "used 1/2"),
+    ("07.vanishing_bound", lambda L: 0.25 ** (L - 1), "off by one layer"),
+    ("07.vanishing_bound", lambda L: 0.25 * L, "instead of raising it to the power"),
+    ("07.vanishing_bound", lambda L: 1.0, "bound for tanh"),
+    ("07.init_std", make_init_std("no sqrt"), "forgot the square root"),
+    ("07.init_std", make_init_std("fan_in only"), "used fan_in only"),
+    ("07.init_std", make_init_std("uniform bound"), "uniform distribution"),
+    ("07.init_std", make_init_std("fan_out"), "used fan_out"),
+    ("07.init_std", make_init_std("lecun"), "forgot the factor 2"),
+    ("07.init_std", lambda fi, fo, kind: np.sqrt(init_std(fi, fo, kind)), "variance vs std"),
+    ("07.clip_by_global_norm", make_clip("per tensor"), "clipped each tensor separately"),
+    ("07.clip_by_global_norm", make_clip("always"), "scaled when under the threshold"),
+    ("07.clip_by_global_norm", make_clip("no sqrt"), "forgot the square root in the norm"),
+    ("07.clip_by_global_norm", lambda grads, m: grads[0], "list of arrays"),
+    ("07.clip_by_global_norm", lambda grads, m: grads[:1], "returned 1 arrays"),
+    ("07.batchnorm_backward", make_norm(0, "no mean"), "forgot the mean term"),
+    ("07.batchnorm_backward", make_norm(0, "no var"), "forgot the variance term"),
+    ("07.batchnorm_backward", make_norm(0, "unbiased"), "used the unbiased variance"),
+    ("07.batchnorm_backward", make_norm(0, "dbeta not summed"), "dbeta not summed over the batch"),
+    ("07.batchnorm_backward", make_norm(0, "dbeta mean"), "averaged over the batch"),
+    ("07.batchnorm_backward", make_norm(1), "normalized over the features"),
+    ("07.batchnorm_backward", lambda dy, x, g, eps: make_norm(0)(dy, x, g, eps)[0], "tuple"),
+    ("07.layernorm_backward", make_norm(1, "no mean"), "forgot the mean term"),
+    ("07.layernorm_backward", make_norm(1, "no var"), "forgot the variance term"),
+    ("07.layernorm_backward", make_norm(1, "unbiased"), "used the unbiased variance"),
+    ("07.layernorm_backward", make_norm(1, "dbeta not summed"), "dbeta not summed over the batch"),
+    ("07.layernorm_backward", make_norm(0), "normalized over the batch"),
+    (
+        "07.layernorm_backward",
+        lambda dy, x, g, eps: (make_norm(1)(dy, x, g, eps)[0], None, dy.sum(axis=1)),
+        "summed over the features",
+    ),
+]
+
+
+@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
+def test_correct_answers_pass(exercise_id, home):
+    """A correct answer passes on many fresh draws of the test inputs."""
+    for seed in range(20):
+        result = evaluate(exercise_id, CORRECT_ANSWERS[exercise_id], seed=seed)
+        assert result.status == CORRECT, result.message
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer"), ALSO_CORRECT, ids=[f"{a[0]}-{i}" for i, a in enumerate(ALSO_CORRECT)]
+)
+def test_other_correct_forms_pass(exercise_id, answer, home):
+    """Equivalent ways of writing an answer (including torch autograd) are accepted too."""
+    for seed in range(5):
+        result = evaluate(exercise_id, answer, seed=seed)
+        assert result.status == CORRECT, result.message
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer", "reason"),
+    WRONG_ANSWERS,
+    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
+)
+def test_wrong_answers_say_why(exercise_id, answer, reason, home):
+    """A typical mistake is reported with a reason, not just 'incorrect'."""
+    for seed in range(5):
+        result = evaluate(exercise_id, answer, seed=seed)
+        assert result.status == WRONG
+        assert reason in result.message, result.message
+
+
+@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
+def test_stubs_are_not_attempted(exercise_id, home):
+    """The released stub (a function returning ...) is reported as not attempted."""
+
+    def stub(*args):
+        return ...
+
+    assert evaluate(exercise_id, stub, seed=0).status == NOT_ATTEMPTED
+    assert evaluate(exercise_id, ..., seed=0).status == NOT_ATTEMPTED
+
+
+def test_every_exercise_has_feedback_tests():
+    """Each exercise of lesson 07 appears in the tables above."""
+    from backprop_course import exercises
+
+    ids = {e.id for e in exercises.for_lesson("07")}
+    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}
