@@ -8,7 +8,8 @@ import pytest
 
 from backprop_course import evaluate
 from backprop_course.autograd import Value as ReferenceValue
-from backprop_course.checking import CORRECT, NOT_ATTEMPTED, WRONG
+from backprop_course.checking import CORRECT, NOT_ATTEMPTED
+from feedback import assert_passes, assert_wrong_with_reason
 
 # ---------------------------------------------------------------- orders and backward passes
 
@@ -320,9 +321,7 @@ STUBS = {
 @pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
 def test_correct_answers_pass(exercise_id, home):
     """A correct answer passes on many fresh draws of the test inputs."""
-    for seed in range(20):
-        result = evaluate(exercise_id, CORRECT_ANSWERS[exercise_id], seed=seed)
-        assert result.status == CORRECT, result.message
+    assert_passes(exercise_id, CORRECT_ANSWERS[exercise_id], seeds=20)
 
 
 def test_the_reference_engine_passes_as_a_value_class(home):
@@ -339,10 +338,7 @@ def test_the_reference_engine_passes_as_a_value_class(home):
 )
 def test_wrong_answers_say_why(exercise_id, answer, reason, home):
     """A typical mistake is reported with a reason, not just 'incorrect'."""
-    for seed in range(5):
-        result = evaluate(exercise_id, answer, seed=seed)
-        assert result.status == WRONG
-        assert reason in result.message, result.message
+    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(STUBS))

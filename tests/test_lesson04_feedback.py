@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from backprop_course import evaluate
-from backprop_course.checking import CORRECT, NOT_ATTEMPTED, WRONG
+from backprop_course.checking import NOT_ATTEMPTED
+from feedback import assert_passes, assert_wrong_with_reason
 
 
 def _sigmoid(z):
@@ -157,9 +158,7 @@ WRONG_ANSWERS = [
 @pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
 def test_correct_answers_pass(exercise_id, home):
     """A correct answer passes on many fresh draws of the test inputs."""
-    for seed in range(20):
-        result = evaluate(exercise_id, CORRECT_ANSWERS[exercise_id], seed=seed)
-        assert result.status == CORRECT, result.message
+    assert_passes(exercise_id, CORRECT_ANSWERS[exercise_id], seeds=20)
 
 
 @pytest.mark.parametrize(
@@ -167,9 +166,7 @@ def test_correct_answers_pass(exercise_id, home):
 )
 def test_other_correct_forms_pass(exercise_id, answer, home):
     """Equivalent ways of writing an answer are accepted too."""
-    for seed in range(5):
-        result = evaluate(exercise_id, answer, seed=seed)
-        assert result.status == CORRECT, result.message
+    assert_passes(exercise_id, answer, seeds=5)
 
 
 @pytest.mark.parametrize(
@@ -179,10 +176,7 @@ def test_other_correct_forms_pass(exercise_id, answer, home):
 )
 def test_wrong_answers_say_why(exercise_id, answer, reason, home):
     """A typical mistake is reported with a reason, not just 'incorrect'."""
-    for seed in range(5):
-        result = evaluate(exercise_id, answer, seed=seed)
-        assert result.status == WRONG
-        assert reason in result.message, result.message
+    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from backprop_course import evaluate
-from backprop_course.checking import CORRECT, NOT_ATTEMPTED, WRONG
+from backprop_course.checking import NOT_ATTEMPTED
+from feedback import assert_passes, assert_wrong_with_reason
 
 
 def gradient_shapes(B, n_in, n_hidden, n_out):
@@ -272,9 +273,7 @@ WRONG_ANSWERS += [
 def test_correct_answers_pass(exercise_id, home):
     """Every correct answer passes on many fresh draws of the test inputs."""
     for answer in CORRECT_ANSWERS[exercise_id]:
-        for seed in range(20):
-            result = evaluate(exercise_id, answer, seed=seed)
-            assert result.status == CORRECT, result.message
+        assert_passes(exercise_id, answer, seeds=20)
 
 
 @pytest.mark.parametrize(
@@ -284,10 +283,7 @@ def test_correct_answers_pass(exercise_id, home):
 )
 def test_wrong_answers_say_why(exercise_id, answer, reason, home):
     """A typical mistake is reported with a reason, not just 'incorrect'."""
-    for seed in range(5):
-        result = evaluate(exercise_id, answer, seed=seed)
-        assert result.status == WRONG, result.message
-        assert reason in result.message, result.message
+    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
 
 
 @pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
