@@ -13,7 +13,7 @@ learner's answer matches it, the message names the mistake.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ __all__ = [
     "assert_choice",
     "assert_close",
     "call",
+    "expect_mapping",
     "is_stub",
 ]
 
@@ -177,6 +178,24 @@ def assert_close(
     elif ratio is not None:
         message += f". It is off by a constant factor of {ratio:.6g}"
     raise Wrong(message)
+
+
+def expect_mapping(value: Any, keys: Sequence[str], *, name: str, advice: str = "") -> Mapping:
+    """Return ``value`` if it is a dict holding every one of ``keys``; otherwise say why not.
+
+    Raises :class:`NotAttempted` for the stub, :class:`Wrong` for another type or
+    missing keys (``advice`` is appended to that message). Entries are not checked.
+    """
+    if is_stub(value):
+        raise NotAttempted
+    if not isinstance(value, Mapping):
+        raise Wrong(
+            f"{name} should be a dict with the keys {list(keys)}, got {type(value).__name__}"
+        )
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise Wrong(f"{name} is missing the key(s) {missing}" + (f": {advice}" if advice else ""))
+    return value
 
 
 def assert_choice(

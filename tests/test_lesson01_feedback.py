@@ -76,7 +76,7 @@ WRONG_ANSWERS = [
         },
         "central_slope is 1",
     ),
-    ("01.error_curve", {"small_h_error": "round-off"}, "missing the keys"),
+    ("01.error_curve", {"small_h_error": "round-off"}, "missing the key(s)"),
 ]
 
 

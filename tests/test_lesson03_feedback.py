@@ -303,7 +303,7 @@ WRONG_ANSWERS = [
         },
         "random direction",
     ),
-    ("03.scaling", {"backprop_slope": 1}, "missing the keys"),
+    ("03.scaling", {"backprop_slope": 1}, "missing the key(s)"),
 ]
 
 STUBS = {

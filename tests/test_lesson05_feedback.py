@@ -149,7 +149,7 @@ WRONG_ANSWERS = [
         "no batch axis",
     ),
     ("05.gradient_shapes", shapes_with(logits=()), "one entry per entry"),
-    ("05.gradient_shapes", lambda *s: {"X": s[:2]}, "without the key(s)"),
+    ("05.gradient_shapes", lambda *s: {"X": s[:2]}, "missing the key(s)"),
     (
         "05.linear_backward",
         lambda X, W, dY: (dY @ W.T, dY.T @ X, dY.sum(0)),
@@ -222,7 +222,7 @@ WRONG_ANSWERS = [
         "not squared",
     ),
     ("05.activation_backward", activations_with(tanh=lambda x, dy: ...), "still return `...`"),
-    ("05.activation_backward", {"relu": ACTIVATIONS["relu"]}, "no entry for"),
+    ("05.activation_backward", {"relu": ACTIVATIONS["relu"]}, "missing the key(s)"),
     (
         "05.softmax_ce_backward",
         lambda z, y: softmax(z) / len(y),
@@ -251,7 +251,7 @@ WRONG_ANSWERS = [
     ("05.two_layer_backward", make_two_layer(sum_bias=False), "bias gradient not summed"),
     ("05.two_layer_backward", make_two_layer(transpose_w=True), "transposed"),
     ("05.two_layer_backward", make_two_layer(scale=-1.0), "sign error"),
-    ("05.two_layer_backward", lambda *a: {"W1": 0}, "without the key(s)"),
+    ("05.two_layer_backward", lambda *a: {"W1": 0}, "missing the key(s)"),
 ]
 
 

@@ -6,7 +6,15 @@ import math
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_choice, assert_close, call, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    assert_choice,
+    assert_close,
+    call,
+    expect_mapping,
+    is_stub,
+)
 from backprop_course.exercises import exercise
 
 
@@ -254,14 +262,8 @@ _CAUSES = {"round-off": "floating-point round-off", "truncation": "truncation of
     ),
 )
 def _error_curve(answer, rng):
-    if is_stub(answer):
-        raise NotAttempted
     keys = ("small_h_error", "large_h_error", "forward_slope", "central_slope")
-    if not isinstance(answer, dict):
-        raise Wrong(f"error_curve should be a dict with keys {keys}, got {type(answer).__name__}")
-    missing = [k for k in keys if k not in answer]
-    if missing:
-        raise Wrong(f"error_curve is missing the keys {missing}")
+    expect_mapping(answer, keys, name="error_curve")
     if any(is_stub(answer[k]) for k in keys):
         raise NotAttempted
     assert_choice(

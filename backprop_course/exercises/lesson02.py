@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import NotAttempted, Wrong, assert_close, call, expect_mapping, is_stub
 from backprop_course.exercises import exercise
 
 # ---------------------------------------------------------------- the exercise graph
@@ -60,13 +60,7 @@ def _graph_inputs(rng: np.random.Generator, count: int = 6):
 
 
 def _as_dict(got, what: str, keys: tuple[str, ...]) -> Mapping:
-    if not isinstance(got, Mapping):
-        raise Wrong(
-            f"{what} should return a dict with the keys {list(keys)}, got {type(got).__name__}"
-        )
-    missing = [k for k in keys if k not in got]
-    if missing:
-        raise Wrong(f"{what} returned a dict without the key(s) {missing}: give every node")
+    expect_mapping(got, keys, name=what, advice="give every node")
     if any(is_stub(got[k]) for k in keys):
         raise NotAttempted
     return got
@@ -284,15 +278,7 @@ def _local_expected(op: str, x: float, y: float):
     ),
 )
 def _local(answer, rng):
-    if is_stub(answer):
-        raise NotAttempted
-    if not isinstance(answer, Mapping):
-        raise Wrong(
-            f"local_grads should be a dict from op to function, got {type(answer).__name__}"
-        )
-    missing = [op for op in _ALL_OPS if op not in answer]
-    if missing:
-        raise Wrong(f"local_grads has no entry for the op(s) {missing}")
+    expect_mapping(answer, _ALL_OPS, name="local_grads")
     unfinished = []
     for op in _ALL_OPS:
         function = answer[op]

@@ -17,7 +17,15 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from backprop_course.autograd import Value as Reference
-from backprop_course.compare import NotAttempted, Wrong, assert_choice, assert_close, call, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    assert_choice,
+    assert_close,
+    call,
+    expect_mapping,
+    is_stub,
+)
 from backprop_course.exercises import exercise
 
 
@@ -1028,14 +1036,8 @@ _METHODS = {
     ),
 )
 def _scaling(answer, rng):
-    if is_stub(answer):
-        raise NotAttempted
     keys = ("backprop_slope", "finite_difference_slope", "best_at_equal_budget")
-    if not isinstance(answer, Mapping):
-        raise Wrong(f"scaling should be a dict with keys {keys}, got {type(answer).__name__}")
-    missing = [k for k in keys if k not in answer]
-    if missing:
-        raise Wrong(f"scaling is missing the keys {missing}")
+    expect_mapping(answer, keys, name="scaling")
     if all(is_stub(answer[k]) for k in keys):
         raise NotAttempted
     why = {

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import NotAttempted, Wrong, assert_close, call, expect_mapping, is_stub
 from backprop_course.exercises import exercise
 
 # ---------------------------------------------------------------- reference math
@@ -103,15 +103,7 @@ def _tuple_of(got: Any, count: int, what: str) -> tuple:
 
 
 def _dict_of(got: Any, keys: tuple[str, ...], what: str) -> Mapping:
-    if is_stub(got):
-        raise NotAttempted
-    if not isinstance(got, Mapping):
-        raise Wrong(
-            f"{what} should return a dict with the keys {list(keys)}, got {type(got).__name__}"
-        )
-    missing = [k for k in keys if k not in got]
-    if missing:
-        raise Wrong(f"{what} returned a dict without the key(s) {missing}")
+    expect_mapping(got, keys, name=what)
     if any(is_stub(got[k]) for k in keys):
         raise NotAttempted
     return got
@@ -319,16 +311,7 @@ def _activation_expected(kind: str, x: np.ndarray, dy: np.ndarray):
     ),
 )
 def _activation_backward(answer, rng):
-    if is_stub(answer):
-        raise NotAttempted
-    if not isinstance(answer, Mapping):
-        raise Wrong(
-            f"activation_backward should be a dict from name to function, "
-            f"got {type(answer).__name__}"
-        )
-    missing = [k for k in _ACTIVATIONS if k not in answer]
-    if missing:
-        raise Wrong(f"activation_backward has no entry for {missing}")
+    expect_mapping(answer, _ACTIVATIONS, name="activation_backward")
     unfinished = []
     for kind in _ACTIVATIONS:
         function = answer[kind]
