@@ -1,4 +1,4 @@
-"""The ``backprop-course`` command: start, doctor, release, progress, bench.
+"""The ``backprop-course`` command: start, doctor, release, progress, bench, grade.
 
 Each subcommand is a small function; errors a user can fix are printed as one
 clear sentence with exit status 2 (usage) or 1 (a check failed), never as a
@@ -81,17 +81,21 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"open it with: cd {target} && jupyter lab {FIRST_LESSON}")
         return 0
     # root_dir is the whole course folder; without it Jupyter serves only notebooks/.
+    # The browser opens lesson 00 (the file argument), and so does the URL JupyterLab
+    # prints (default_url), which is what --no-browser users paste.
     command = [
         sys.executable,
         "-m",
         "jupyterlab",
         f"--ServerApp.root_dir={target}",
+        f"--LabApp.default_url=/lab/tree/{FIRST_LESSON}",
         str(target / FIRST_LESSON),
     ]
     if args.no_browser:
         command.append("--no-browser")
     if args.port is not None:
-        command.append(f"--port={args.port}")
+        # The port asked for or none: never a silent move to the next free one.
+        command += [f"--port={args.port}", "--ServerApp.port_retries=0"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # Containers and CI machines often run as root; JupyterLab refuses without this.
         print("note: running as root, so JupyterLab is started with --allow-root")
@@ -209,19 +213,59 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from backprop_course import bench
 
-    result = {"autograd": bench.bench_autograd, "mlp": bench.bench_mlp}[args.which]()
+    if args.which == "gpt":
+        try:  # progress goes to stderr, so stdout stays one JSON object
+            preset = args.preset or "cpu"
+            result = bench.bench_gpt(preset, args.device, progress=sys.stderr.isatty())
+        except (RuntimeError, ValueError) as error:  # no such device, unsupported precision
+            raise UsageError(str(error)) from error
+        result["network"] = f"char GPT on tiny-shakespeare, preset {preset}"
+    else:
+        if args.preset or args.device:
+            raise UsageError("--preset and --device apply to `bench gpt` only")
+        result = {"autograd": bench.bench_autograd, "mlp": bench.bench_mlp}[args.which]()
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"bench {args.which}: {result.get('network', '')}")
     for key, value in result.items():
-        if key not in ("benchmark", "network", "machine"):
+        if key not in ("benchmark", "network", "machine", "model", "train"):
             print(f"  {key:<14} {value}")
     if result.get("micrograd_ms") is None and args.which == "autograd":
         print(
             '  (micrograd is not installed: pip install "backprop-course[bench]" to time it '
             "side by side)"
         )
+    return 0
+
+
+# ---------------------------------------------------------------- grade
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from backprop_course.grading import grade
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.timeout <= 0 or (args.cell_timeout is not None and args.cell_timeout <= 0):
+        raise UsageError("--timeout and --cell-timeout must be positive numbers of seconds")
+    try:
+        result = grade(
+            args.paths,
+            args.out,
+            timeout=args.timeout,
+            cell_timeout=args.cell_timeout,
+            workers=args.workers,
+            memory_mb=args.memory_mb,
+            secret=args.seed.encode() if args.seed else None,
+        )
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from error
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    print(result.summary)
+    print(f"\ngradebook: {result.csv_path} and {result.json_path}")
+    print(f"feedback:  {len(result.feedback)} file(s) in {Path(args.out) / 'feedback'}")
     return 0
 
 
@@ -240,10 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     start = sub.add_parser(
         "start",
         help="copy the course into a folder and open JupyterLab on lesson 00",
-        description="Copy the lessons and exercises into DIR and open JupyterLab there on "
-        "lesson 00. Running it again updates notebooks you have not changed and "
-        "never overwrites one you have: the newer release is written beside it "
-        "as NN_topic.new.ipynb.",
+        description="Copy the lessons (notebooks/) and exercises (exercises/) into DIR and\n"
+        "open JupyterLab there on lesson 00. Running it again updates notebooks you\n"
+        "have not changed and never overwrites one you have: the newer release is\n"
+        "written beside it as NN_topic.new.ipynb. Solved exercises are copied only\n"
+        "with --with-solutions.",
+        epilog=START_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     start.add_argument(
         "dir",
@@ -282,17 +329,94 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument(
         "which",
-        choices=["autograd", "mlp"],
+        choices=["autograd", "mlp", "gpt"],
         help="autograd: one training step of micrograd's demo network, ours "
         "against micrograd (when installed); mlp: one float32 training step of a "
-        "784-256-10 MLP, the numpy layers of backprop_course.nn against torch on the CPU",
+        "784-256-10 MLP, the numpy layers of backprop_course.nn against torch on the CPU; "
+        "gpt: train the character-level GPT on tiny-shakespeare from scratch and report "
+        "validation loss, time, tokens/s and MFU",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--preset",
+        choices=["cpu", "gpu", "test"],
+        help="gpt only: cpu (2 CPU cores, default), gpu (one GPU) or test (seconds)",
+    )
+    bench.add_argument(
+        "--device",
+        choices=["cuda", "mps", "cpu"],
+        help="gpt only: the device to train on (default: CUDA, then MPS, then the CPU)",
+    )
     bench.set_defaults(func=cmd_bench)
 
-    progress = sub.add_parser("progress", help="your exercise progress, per lesson")
+    progress = sub.add_parser(
+        "progress",
+        help="your exercise progress, per lesson",
+        description="A table per lesson of the exercises passed and the points earned out of "
+        "the points possible, read from the progress store that check() writes to. In a "
+        "notebook, progress() shows the same table.",
+    )
     progress.set_defaults(func=cmd_progress)
+
+    grade = sub.add_parser(
+        "grade",
+        help="grade submitted notebooks into a gradebook (CSV and JSON) with feedback",
+        description="Grade submitted exercise notebooks headlessly. PATH is a notebook, a "
+        "folder of notebooks, or a folder of per-student folders (the student is the "
+        "folder's name). Each notebook runs in its own sandboxed kernel; every answer is "
+        "then checked by the grader itself on hidden test inputs. Writes "
+        "OUT/gradebook.csv, OUT/gradebook.json and OUT/feedback/STUDENT.md. Exits 0 "
+        "whenever grading ran, whatever the scores.",
+    )
+    grade.add_argument("paths", nargs="+", metavar="PATH", help="notebooks or folders to grade")
+    grade.add_argument(
+        "--out", default="gradebook", help="folder for the gradebook (default: ./gradebook)"
+    )
+    grade.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds one notebook may run (default: 120); checking its answers "
+        "afterwards may take as long again",
+    )
+    grade.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=None,
+        help="seconds one cell, or one call of an answer, may take (default: the "
+        "smaller of 60 and --timeout)",
+    )
+    grade.add_argument(
+        "--workers", type=int, default=1, help="notebooks graded at once (default: 1)"
+    )
+    grade.add_argument(
+        "--memory-mb",
+        type=int,
+        default=None,
+        help="address-space cap of each notebook's kernel in MiB (default: 4096; 0: no cap, "
+        "which CUDA needs)",
+    )
+    grade.add_argument(
+        "--seed",
+        help="secret that derives the hidden test inputs (default: a fixed one, so "
+        "re-runs give the same gradebook)",
+    )
+    grade.set_defaults(func=cmd_grade)
     return parser
+
+
+START_EPILOG = f"""\
+examples:
+  backprop-course start                  copy into ./{DEFAULT_WORKDIR} and open JupyterLab
+  backprop-course start ~/backprop --no-browser --port 8899
+                                         serve on port 8899; open the printed URL yourself
+  backprop-course start --copy-only      copy (or update) the notebooks, start nothing
+
+Your answers stay yours: a notebook you edited is never replaced. Your progress
+is kept outside the course folder (see `backprop-course doctor`), so a fresh
+folder keeps your points. If DIR is not writable, or the port is in use, start
+says so and stops: pick another folder or port (or leave --port out).
+"""
 
 
 def main(argv: list[str] | None = None) -> int:

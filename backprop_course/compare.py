@@ -25,7 +25,9 @@ __all__ = [
     "assert_close",
     "call",
     "expect_mapping",
+    "expect_tuple",
     "is_stub",
+    "run_probe",
 ]
 
 
@@ -54,6 +56,10 @@ def _short(value: Any) -> str:
         return f"{value:.6g}"
     if isinstance(value, np.ndarray):
         return f"array(shape={value.shape})"
+    if type(value).__name__ == "Tensor" and hasattr(value, "shape"):  # torch, without importing it
+        return f"tensor(shape={tuple(value.shape)})"
+    if isinstance(value, (list, tuple)) and len(value) > 6:
+        return f"{type(value).__name__} of {len(value)} items"
     return repr(value)
 
 
@@ -82,6 +88,31 @@ def call(function: Any, *args: Any, what: str = "your function", **kwargs: Any) 
     if is_stub(result):
         raise NotAttempted
     return result
+
+
+def run_probe(probe: Callable, answer: Any, *args: Any, what: str = "your answer") -> Any:
+    """``probe(answer, *args)``, run where the answer lives; returns what the probe returns.
+
+    ``probe`` is a module-level function of the package that takes the learner's
+    answer plus plain data (numbers, arrays, tensors, tuples/dicts of them), does what
+    needs the answer itself (autograd on the learner's ``Function``, a training step on
+    their module...) and returns plain data. In a notebook it simply runs here. When
+    the grader checks a submission, ``answer`` is a proxy of an object in the learner's
+    kernel, and the probe runs there (imported by name): only its plain result comes
+    back. Errors and stubs are reported as by :func:`call`.
+    """
+    if is_stub(answer):
+        raise NotAttempted
+    remote = getattr(type(answer), "__backprop_course_remote__", False)
+    if remote:
+        session = object.__getattribute__(answer, "_session")
+
+        def function(*arguments: Any) -> Any:
+            return session.call(probe, *arguments)
+
+        function.__name__ = getattr(probe, "__name__", "probe")
+        return call(function, answer, *args, what=what)
+    return call(probe, answer, *args, what=what)
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
@@ -195,6 +226,17 @@ def expect_mapping(value: Any, keys: Sequence[str], *, name: str, advice: str = 
     missing = [k for k in keys if k not in value]
     if missing:
         raise Wrong(f"{name} is missing the key(s) {missing}" + (f": {advice}" if advice else ""))
+    return value
+
+
+def expect_tuple(value: Any, count: int, names: str, what: str, where: str = "") -> Sequence:
+    """``value`` as a tuple (or list) of ``count`` items; Wrong, naming the items, if not."""
+    if not isinstance(value, (tuple, list)) or len(value) != count:
+        kind = type(value).__name__
+        size = f" of length {len(value)}" if isinstance(value, (tuple, list)) else ""
+        raise Wrong(
+            f"{what} should return the tuple ({names}), got a {kind}{size} {where}".rstrip()
+        )
     return value
 
 

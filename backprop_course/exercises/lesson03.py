@@ -25,6 +25,7 @@ from backprop_course.compare import (
     call,
     expect_mapping,
     is_stub,
+    run_probe,
 )
 from backprop_course.exercises import exercise
 
@@ -523,13 +524,42 @@ def _deep_reference(rng, depth: int):
     weights = [_signed(rng, 0.2, 1.0) for _ in range(4)]
 
     def build(cls=Reference):
-        leaves = [cls(w) for w in weights]
-        v = leaves[0]
-        for k in range(depth):
-            v = (v + leaves[k % 4]) * 0.5
-        return leaves, v
+        return _deep_chain(cls, weights, depth)
 
+    build.weights = weights
     return build
+
+
+def _deep_chain(cls, weights: list[float], depth: int):
+    leaves = [cls(w) for w in weights]
+    v = leaves[0]
+    for k in range(depth):
+        v = (v + leaves[k % 4]) * 0.5
+    return leaves, v
+
+
+def probe_deep_chain(cls, weights: list[float], depth: int) -> dict:
+    """Build the deep chain with the learner's class, run backward(), report plain data.
+
+    A probe (see :func:`backprop_course.compare.run_probe`): where the grader checks a
+    submission it runs next to the learner's class, so the 10**5 operations of the chain
+    are not sent one by one. ``stage`` says how far it got; ``error`` is (type, message).
+    """
+    try:
+        leaves, root = _deep_chain(cls, weights, depth)
+    except Exception as error:  # the learner's code may raise anything
+        return {"stage": "build", "error": (type(error).__name__, str(error)), "grads": None}
+    try:
+        root.backward()
+    except Exception as error:
+        return {"stage": "backward", "error": (type(error).__name__, str(error)), "grads": None}
+    grads = []
+    for leaf in leaves:
+        try:
+            grads.append(float(leaf.grad))
+        except (TypeError, ValueError):
+            return {"stage": "grads", "error": ("TypeError", repr(leaf.grad)[:80]), "grads": None}
+    return {"stage": "done", "error": None, "grads": grads}
 
 
 @exercise(
@@ -946,17 +976,18 @@ def _value_class(cls, rng):
             ) from None
     depth = _deep_chain_length()
     build = _deep_reference(rng, depth)
-    leaves, root = _attempt(f"building a chain {depth} deep", build, cls)
-    try:
-        root.backward()
-    except RecursionError:
-        raise Wrong(_recursion_message("backward()", depth)) from None
-    except Exception as error:
-        raise Wrong(
-            f"backward() on a chain {depth} deep raised {type(error).__name__}: {error}"
-        ) from error
+    report = run_probe(probe_deep_chain, cls, build.weights, depth, what="your Value class")
+    kind, message = report["error"] or ("", "")
+    if report["stage"] == "build":
+        raise Wrong(f"building a chain {depth} deep raised {kind}: {message}")
+    if report["stage"] == "backward" and kind == "RecursionError":
+        raise Wrong(_recursion_message("backward()", depth))
+    if report["stage"] == "backward":
+        raise Wrong(f"backward() on a chain {depth} deep raised {kind}: {message}")
+    if report["stage"] == "grads":
+        raise Wrong(f"a leaf's grad is {message}, not a number")
     assert_close(
-        [_as_float(leaf.grad, "a leaf's grad") for leaf in leaves],
+        report["grads"],
         _reference_leaf_grads(build),
         name="[x0.grad, x1.grad, x2.grad, x3.grad]",
         rtol=1e-8,

@@ -12,7 +12,14 @@ import math
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    assert_close,
+    call,
+    expect_tuple,
+    is_stub,
+)
 from backprop_course.exercises import exercise
 
 
@@ -20,20 +27,6 @@ def _shape(rng):
     return [(int(rng.integers(2, 7)),), (int(rng.integers(2, 4)), int(rng.integers(2, 4)))][
         int(rng.integers(2))
     ]
-
-
-def _call_quietly(answer, *args, what):
-    # A wrong answer may divide by zero; the check reports it, numpy need not warn.
-    with np.errstate(all="ignore"):
-        return call(answer, *args, what=what)
-
-
-def _unpack(got, count: int, names: str, what: str, where: str):
-    if not isinstance(got, (tuple, list)) or len(got) != count:
-        kind = type(got).__name__
-        size = f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
-        raise Wrong(f"{what} should return the tuple ({names}), got a {kind}{size} {where}")
-    return got
 
 
 class _Quadratic:
@@ -58,8 +51,8 @@ def _run_sequence(answer, rng, what, steps, reference, unpack_args, names):
         g = bowl.grad(state[0]) + rng.normal(scale=0.05, size=shape)  # a noisy gradient
         expected = reference.step(state, g, step)
         args = unpack_args([np.array(x, dtype=float, copy=True) for x in mine], g.copy(), step)
-        got = _unpack(
-            _call_quietly(answer, *args, what=what),
+        got = expect_tuple(
+            call(answer, *args, what=what),
             len(expected),
             names,
             what,
@@ -111,8 +104,8 @@ def _sgd_momentum_step(answer, rng):
         v = rng.normal(size=shape)
         lr, mu = float(rng.uniform(0.01, 0.3)), float(rng.uniform(0.5, 0.95))
         where = f"for lr={lr:.3g}, mu={mu:.3g} and a velocity v that is not zero"
-        got = _unpack(
-            _call_quietly(answer, p.copy(), g.copy(), v.copy(), lr, mu, what=what),
+        got = expect_tuple(
+            call(answer, p.copy(), g.copy(), v.copy(), lr, mu, what=what),
             2,
             "p_new, v_new",
             what,
@@ -206,8 +199,8 @@ def _rmsprop_step(answer, rng):
         lr, alpha = float(rng.uniform(0.001, 0.05)), float(rng.uniform(0.8, 0.99))
         eps = float(10 ** rng.uniform(-3, -2))  # large enough to tell where it goes
         where = f"for lr={lr:.3g}, alpha={alpha:.3g}, eps={eps:.2g}"
-        got = _unpack(
-            _call_quietly(answer, p.copy(), g.copy(), s.copy(), lr, alpha, eps, what=what),
+        got = expect_tuple(
+            call(answer, p.copy(), g.copy(), s.copy(), lr, alpha, eps, what=what),
             2,
             "p_new, s_new",
             what,
@@ -313,7 +306,7 @@ def _adam_step(answer, rng):
         eps = float(10 ** rng.uniform(-3, -2))
         where = f"at step t={t} with lr={lr:.3g}, beta1={b1:.3g}, beta2={b2:.4g}, eps={eps:.2g}"
         args = (p.copy(), g.copy(), m.copy(), v.copy(), t, lr, b1, b2, eps)
-        got = _unpack(_call_quietly(answer, *args, what=what), 3, "p_new, m, v", what, where)
+        got = expect_tuple(call(answer, *args, what=what), 3, "p_new, m, v", what, where)
         if t == 1 and not np.isfinite(np.asarray(got[0], dtype=float)).all():
             raise Wrong(
                 f"p_new contains nan or inf {where}: the bias correction divides by "

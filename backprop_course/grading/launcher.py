@@ -1,0 +1,54 @@
+"""Start an IPython kernel under resource limits: run as a script, not imported.
+
+    python launcher.py --memory-mb M --cpu-seconds S --file-mb F --log LOG -- -f CONNECTION
+
+sets the limits on this process (address space, CPU time, size of a written
+file, no core dumps), then replaces itself with ``python -m ipykernel_launcher``,
+which keeps them. The grader starts it in a new session, so the kernel and
+everything it starts share one process group that the grader can kill at once.
+It is kept tiny on purpose: it runs before every kernel and imports nothing
+from the course.
+"""
+
+import os
+import resource
+import sys
+
+
+def _limit(which: int, value: int) -> None:
+    try:
+        _soft, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value if which != resource.RLIMIT_CPU else hard))
+    except (ValueError, OSError):  # the OS refuses: run without this cap
+        pass
+
+
+def main(argv: list[str]) -> None:
+    if "--" not in argv:
+        raise SystemExit("usage: launcher.py [--memory-mb M] [--cpu-seconds S] -- KERNEL_ARGS")
+    split = argv.index("--")
+    options, kernel_args = argv[:split], argv[split + 1 :]
+    settings = dict(zip(options[::2], options[1::2]))
+    memory = int(settings.get("--memory-mb", 0))
+    cpu = int(settings.get("--cpu-seconds", 0))
+    file_mb = int(settings.get("--file-mb", 0))
+    if memory > 0:
+        _limit(resource.RLIMIT_AS, memory * 2**20)
+    if cpu > 0:
+        _limit(resource.RLIMIT_CPU, cpu)
+    if file_mb > 0:
+        _limit(resource.RLIMIT_FSIZE, file_mb * 2**20)
+    _limit(resource.RLIMIT_CORE, 0)
+    log = settings.get("--log")
+    if log:  # the kernel's own chatter goes to a file, not the grader's terminal
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *kernel_args])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
