@@ -1,0 +1,596 @@
+"""Lesson 10, backprop through a transformer block: softmax, layer norm, GELU, attention.
+
+Every answer is a plain function on float64 torch tensors: forward values and an
+upstream gradient in, gradients out. The checks draw fresh shapes and values,
+compute the expected gradients with autograd through the forward references in
+:mod:`backprop_course.transformer`, and, when several gradients come back, say
+which one is wrong, by how much and where (e.g. ``dK is wrong: max abs error
+0.31 (relative 0.97) at [0, 1, 3, 2]; dQ and dV are right``).
+
+Only tensors, numbers and dicts of them cross between the checks and the
+learner's functions, so the grader can run the functions in a sandbox.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from functools import partial, wraps
+
+import numpy as np
+import torch
+
+from backprop_course import transformer as tr
+from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.exercises import exercise
+
+RTOL, ATOL = 1e-6, 1e-9
+
+
+def _one_thread(checker):
+    """Run a check with one torch thread: its tensors are tiny, and on a busy machine
+    two threads waiting on each other make every small operation hundreds of times slower."""
+
+    @wraps(checker)
+    def run(answer, rng):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return checker(answer, rng)
+        finally:
+            torch.set_num_threads(previous)
+
+    return run
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _tensor(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    return torch.from_numpy(scale * rng.standard_normal(shape))
+
+
+def _grad(f, inputs: Sequence[torch.Tensor], dy: torch.Tensor) -> list[torch.Tensor]:
+    """Autograd's gradients of ``f(*inputs)`` against the upstream gradient ``dy``."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    return [g.detach() for g in torch.autograd.grad(f(*leaves), leaves, dy)]
+
+
+def _array(value, name: str) -> np.ndarray:
+    if is_stub(value):
+        raise Wrong(f"{name} is still `...`: compute it too")
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise Wrong(f"{name} should be a tensor, got {type(value).__name__}") from error
+
+
+def _unpack(result, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    """The learner's tuple ``(d1, d2, ...)`` or dict as named arrays; Wrong for other forms."""
+    if is_stub(result):
+        raise NotAttempted
+    if isinstance(result, Mapping):
+        missing = [n for n in names if n not in result]
+        if missing:
+            raise Wrong(f"{what} returned a dict without the key(s) {missing}")
+        return {n: _array(result[n], n) for n in names}
+    wanted = f"a tuple ({', '.join(names)})"
+    if not isinstance(result, (tuple, list)):
+        raise Wrong(f"{what} should return {wanted}, got {type(result).__name__}")
+    if len(result) != len(names):
+        raise Wrong(f"{what} should return {wanted}: {len(names)} tensors, got {len(result)}")
+    return {n: _array(r, n) for n, r in zip(names, result)}
+
+
+def _index(flat_index, shape) -> str:
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat_index, shape)) + "]"
+
+
+def _listing(names: Sequence[str]) -> str:
+    names = list(names)
+    if len(names) <= 2:
+        return " and ".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def check_gradients(
+    got: Mapping[str, np.ndarray],
+    expected: Mapping[str, torch.Tensor],
+    *,
+    mistakes: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    context: str = "",
+    shape_advice: Mapping[str, str] | None = None,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> None:
+    """Compare several named gradients; Wrong names each wrong one, its error and where.
+
+    A mistake maps gradient names to the values that mistake gives (names left
+    out take the right value), or is a function returning that mapping (called
+    only when the answer is wrong); it is reported when every gradient matches it.
+    """
+    where = f" {context}" if context else ""
+    want = {n: np.asarray(e.detach().numpy(), dtype=float) for n, e in expected.items()}
+    for name, e in want.items():
+        g = got[name]
+        if g.shape != e.shape:
+            advice = (shape_advice or {}).get(name, "")
+            raise Wrong(
+                f"{name} has shape {g.shape}, expected {e.shape}{where}"
+                + (f": {advice}" if advice else "")
+            )
+        if not np.isfinite(g).all():
+            raise Wrong(f"{name} contains nan or inf{where}")
+    wrong = [n for n in want if not np.allclose(got[n], want[n], rtol=rtol, atol=atol)]
+    if not wrong:
+        return
+    parts = []
+    for name in wrong:
+        error = np.abs(got[name] - want[name])
+        worst = int(np.argmax(error))
+        scale = float(np.linalg.norm(want[name]))
+        relative = float(np.linalg.norm(got[name] - want[name])) / scale if scale else math.inf
+        parts.append(
+            f"{name} is wrong: max abs error {error.flat[worst]:.3g} "
+            f"(relative {relative:.3g}) at {_index(worst, error.shape)}"
+        )
+    right = [n for n in want if n not in wrong]
+    message = "; ".join(parts) + where
+    if len(right) > 3:
+        message += f"; the other {len(right)} are right"
+    elif right:
+        message += f"; {_listing(right)} {'is' if len(right) == 1 else 'are'} right"
+    for label, values in (mistakes or {}).items():
+        if callable(values):  # computed only now that the answer is wrong
+            values = values()
+        candidate = {
+            n: np.asarray(values[n], dtype=float) if n in values else want[n] for n in want
+        }
+        if all(
+            candidate[n].shape == got[n].shape
+            and np.allclose(got[n], candidate[n], rtol=max(rtol, 1e-6), atol=atol)
+            for n in want
+        ):
+            raise Wrong(f"{message}. It matches a common mistake: {label}")
+    if len(wrong) == 1:
+        name = wrong[0]
+        mask = np.abs(want[name]) > 1e-12
+        if mask.any():
+            ratio = float(np.median(got[name][mask] / want[name][mask]))
+            if abs(ratio) > 1e-12 and np.allclose(got[name], ratio * want[name], rtol=1e-6):
+                message += f". {name} is off by a constant factor of {ratio:.4g}"
+    raise Wrong(message)
+
+
+# ------------------------------------------------------------------ 10.softmax_backward
+
+
+@exercise(
+    "10.softmax_backward",
+    title="Softmax backward: a Jacobian-vector product",
+    points=2,
+    answer="softmax_backward",
+    hints=(
+        "Every output of a softmax depends on every input of its row, so dx_j collects a "
+        "term from every dy_i, not only from dy_j.",
+        "The Jacobian is dy_i/dx_j = y_i ([i = j] - y_j). Multiply it by dy without building "
+        "it: the off-diagonal part becomes one sum per row.",
+        "dx = y * (dy - (y * dy).sum(dim=-1, keepdim=True)).",
+    ),
+)
+@_one_thread
+def _softmax_backward(answer, rng):
+    for shape in ((1, 5), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 7)):
+        x = _tensor(rng, *shape, scale=2.0)
+        dy = _tensor(rng, *shape)
+        y = tr.softmax(x)
+        got = call(answer, y.clone(), dy.clone(), what="softmax_backward")
+        row_sum = (y * dy).sum(dim=-1, keepdim=True)
+        assert_close(
+            got,
+            tr.softmax_backward(y, dy),
+            name="dx",
+            rtol=RTOL,
+            atol=ATOL,
+            context=f"for y and dy of shape {tuple(shape)}",
+            mistakes={
+                "forgot to subtract the row sum: y * dy keeps only the diagonal of the Jacobian": (
+                    y * dy
+                ),
+                "y * (1 - y) * dy is the diagonal of the Jacobian only; each output depends on "
+                "every input of its row": y * (1 - y) * dy,
+                "subtracted the sum of dy; the sum must be weighted by y: sum(y * dy)": y
+                * (dy - dy.sum(dim=-1, keepdim=True)),
+                "summed over the wrong axis: the sum runs along the softmax axis (the last)": y
+                * (dy - (y * dy).sum(dim=0, keepdim=True)),
+                "summed over the whole tensor; the sum is per row (keepdim on the last axis)": y
+                * (dy - (y * dy).sum()),
+                "forgot to multiply by y outside the bracket": dy - row_sum,
+            },
+        )
+
+
+# ------------------------------------------------------------------ 10.layer_norm_backward
+
+
+def _layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True):
+    """Layer-norm backward, with switches that reproduce common mistakes."""
+    C = x.shape[-1]
+    mean = x.mean(dim=-1, keepdim=True)
+    xc = x - mean
+    var = (xc * xc).sum(dim=-1, keepdim=True) / (C - ddof)
+    rstd = 1.0 / torch.sqrt(var + eps)
+    xhat = xc * rstd
+    g = dy * gamma if gain else dy
+    dx = g
+    if mean_term:
+        dx = dx - g.mean(dim=-1, keepdim=True)
+    if var_term:
+        dx = dx - xhat * (g * xhat).mean(dim=-1, keepdim=True)
+    lead = tuple(range(x.dim() - 1))
+    return rstd * dx, (dy * xhat).sum(dim=lead), dy.sum(dim=lead)
+
+
+def _layer_norm_variant(x, gamma, dy, eps, **switches):
+    return dict(zip(("dx", "dgamma", "dbeta"), _layer_norm_grads(x, gamma, dy, eps, **switches)))
+
+
+@exercise(
+    "10.layer_norm_backward",
+    title="Layer-norm backward: dx, dgamma, dbeta",
+    points=3,
+    answer="layer_norm_backward",
+    hints=(
+        "Recompute the forward quantities first: mean, rstd = 1/sqrt(var + eps) (biased "
+        "variance, divide by C) and xhat = (x - mean) * rstd. dgamma and dbeta sum over every "
+        "axis except the last.",
+        "Let g = dy * gamma (the gradient with respect to xhat). The mean and the variance "
+        "depend on every x of the row, so dx has three terms: g, minus its row mean, minus "
+        "xhat times the row mean of g * xhat.",
+        "dx = rstd * (g - g.mean(-1, keepdim=True) - xhat * (g * xhat).mean(-1, keepdim=True)); "
+        "dgamma = (dy * xhat).sum(dim=(0, 1)) and dbeta = dy.sum(dim=(0, 1)) for (B, T, C) input.",
+    ),
+)
+@_one_thread
+def _layer_norm_backward(answer, rng):
+    for shape in ((1, 1, 4), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 6)):
+        C = shape[-1]
+        x = _tensor(rng, *shape, scale=1.5) + float(rng.normal())
+        gamma = 1.0 + _tensor(rng, C, scale=0.5)
+        beta = _tensor(rng, C, scale=0.5)
+        dy = _tensor(rng, *shape)
+        eps = float(rng.choice([1e-5, 1e-3]))
+        result = call(answer, x.clone(), gamma.clone(), dy.clone(), eps, what="layer_norm_backward")
+        got = _unpack(result, ("dx", "dgamma", "dbeta"), "layer_norm_backward")
+        dx, dgamma, dbeta = _grad(partial(tr.layer_norm, eps=eps), (x, gamma, beta), dy)
+
+        variant = partial(_layer_norm_variant, x, gamma, dy, eps)
+
+        lead = tuple(range(x.dim() - 1))
+        mean = x.mean(dim=-1, keepdim=True)
+        rstd = 1.0 / torch.sqrt(((x - mean) ** 2).mean(dim=-1, keepdim=True) + eps)
+        check_gradients(
+            got,
+            {"dx": dx, "dgamma": dgamma, "dbeta": dbeta},
+            context=f"for x of shape {tuple(shape)}, eps={eps:g}",
+            shape_advice={
+                "dgamma": "sum over every axis but the last (gamma has one entry per feature)",
+                "dbeta": "sum over every axis but the last (beta has one entry per feature)",
+            },
+            mistakes={
+                "treated the mean and rstd as constants: dx = dy * gamma * rstd misses the "
+                "gradient through the mean and the variance": partial(
+                    variant, mean_term=False, var_term=False
+                ),
+                "forgot the term through the mean (subtract the row mean of g = dy * gamma)": (
+                    partial(variant, mean_term=False)
+                ),
+                "forgot the term through the variance (subtract xhat * mean(g * xhat))": partial(
+                    variant, var_term=False
+                ),
+                "forgot gamma in dx: the gradient reaching xhat is dy * gamma": partial(
+                    variant, gain=False
+                ),
+                "used the unbiased variance (divide by C - 1); layer norm divides by C": partial(
+                    variant, ddof=1
+                ),
+                "dgamma is sum(dy): it needs the factor xhat, since y = gamma * xhat + beta": {
+                    "dgamma": dy.sum(dim=lead)
+                },
+                "dgamma used x instead of the normalised xhat": {"dgamma": (dy * x).sum(dim=lead)},
+                "dgamma and dbeta are swapped": {"dgamma": dbeta, "dbeta": dgamma},
+                "forgot rstd in dx": {"dx": dx / rstd},
+            },
+        )
+
+
+# ------------------------------------------------------------------ 10.gelu_backward
+
+_C = math.sqrt(2.0 / math.pi)
+_A = 0.044715
+
+
+@exercise(
+    "10.gelu_backward",
+    title="GELU backward (tanh approximation)",
+    points=2,
+    answer="gelu_backward",
+    hints=(
+        "gelu(x) = 0.5 x (1 + t) with t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3): a "
+        "product of x and a function of x, so use the product rule.",
+        "d tanh(u)/dx = (1 - t^2) du/dx, and du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).",
+        "dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 0.134145 x^2)).",
+    ),
+)
+@_one_thread
+def _gelu_backward(answer, rng):
+    for shape in ((7,), (int(rng.integers(2, 4)), int(rng.integers(3, 6)), 5)):
+        x = _tensor(rng, *shape, scale=2.0)
+        dy = _tensor(rng, *shape)
+        got = call(answer, x.clone(), dy.clone(), what="gelu_backward")
+        (expected,) = _grad(tr.gelu, (x,), dy)
+        t = torch.tanh(_C * (x + _A * x**3))
+        du = _C * (1 + 3 * _A * x**2)
+        phi = torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+        cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2.0)))
+        assert_close(
+            got,
+            expected,
+            name="dx",
+            rtol=RTOL,
+            atol=ATOL,
+            context=f"for x of shape {tuple(shape)}",
+            mistakes={
+                "forgot the product rule: 0.5 * (1 + t) is only the derivative of the factor x": dy
+                * 0.5
+                * (1 + t),
+                "forgot the inner derivative du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)": dy
+                * (0.5 * (1 + t) + 0.5 * x * (1 - t**2)),
+                "dropped the 3 from d(x^3)/dx = 3x^2": dy
+                * (0.5 * (1 + t) + 0.5 * x * (1 - t**2) * _C * (1 + _A * x**2)),
+                "used 1 - tanh instead of 1 - tanh^2 for the derivative of tanh": dy
+                * (0.5 * (1 + t) + 0.5 * x * (1 - t) * du),
+                "the derivative of the exact (erf) GELU, but the forward pass is the tanh "
+                "approximation": dy * (cdf + x * phi),
+                "forgot to multiply by the upstream gradient dy": 0.5 * (1 + t)
+                + 0.5 * x * (1 - t**2) * du,
+            },
+        )
+
+
+# ------------------------------------------------------------------ 10.attention_backward
+
+
+def _attention_variant(q, k, v, dout, *, scale=True, mask=True, row_sum=True, dk_t=True, dv_t=True):
+    """Causal attention backward with switches that reproduce common mistakes."""
+    T, d = q.shape[-2], q.shape[-1]
+    s = 1.0 / math.sqrt(d) if scale else 1.0
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+    if mask:
+        scores = scores.masked_fill(~tr.causal_mask(T), float("-inf"))
+    p = tr.softmax(scores)
+    dv = (p.transpose(-2, -1) if dv_t else p) @ dout
+    dp = dout @ v.transpose(-2, -1)
+    ds = tr.softmax_backward(p, dp) if row_sum else p * dp
+    dq = ds @ k * s
+    dk = (ds.transpose(-2, -1) if dk_t else ds) @ q * s
+    return {"dQ": dq, "dK": dk, "dV": dv}
+
+
+@exercise(
+    "10.attention_backward",
+    title="Causal attention backward: dQ, dK, dV",
+    points=4,
+    answer="attention_backward",
+    hints=(
+        "Recompute the forward pass: S = q k^T / sqrt(d), masked with -inf above the "
+        "diagonal, P = softmax(S), out = P v. Then walk back: out -> (P, v) -> S -> (q, k).",
+        "dV = P^T dout and dP = dout v^T. The softmax backward gives dS = P * (dP - rowsum(P * "
+        "dP)); masked entries have P = 0, so they get no gradient.",
+        "dQ = dS k / sqrt(d) and dK = dS^T q / sqrt(d); all products act on the last two axes "
+        "(use .transpose(-2, -1)).",
+    ),
+)
+@_one_thread
+def _attention_backward(answer, rng):
+    for B, H, T, d in ((1, 1, 3, 2), (2, int(rng.integers(2, 4)), int(rng.integers(4, 7)), 4)):
+        q, k, v = (_tensor(rng, B, H, T, d) for _ in range(3))
+        dout = _tensor(rng, B, H, T, d)
+        result = call(
+            answer, q.clone(), k.clone(), v.clone(), dout.clone(), what="attention_backward"
+        )
+        got = _unpack(result, ("dQ", "dK", "dV"), "attention_backward")
+        dq, dk, dv = _grad(tr.causal_attention, (q, k, v), dout)
+
+        variant = partial(_attention_variant, q, k, v, dout)
+
+        check_gradients(
+            got,
+            {"dQ": dq, "dK": dk, "dV": dv},
+            context=f"for q, k, v of shape {(B, H, T, d)}",
+            mistakes={
+                "forgot the 1/sqrt(d) scale in dQ and dK": partial(variant, scale=False),
+                "mask not applied: the gradient leaks to future positions": partial(
+                    variant, mask=False
+                ),
+                "softmax backward without subtracting the row sum: dS = P * dP": partial(
+                    variant, row_sum=False
+                ),
+                "dK transposed: dK = dS^T q, not dS q": partial(variant, dk_t=False),
+                "dV = P dout; it is P^T dout": partial(variant, dv_t=False),
+                "dQ and dK are swapped": {"dQ": dk, "dK": dq},
+            },
+        )
+
+
+# ------------------------------------------------------------------ 10.block_backward
+
+BLOCK_GRADIENTS = ("x", *tr.BLOCK_PARAMETER_NAMES)
+
+
+def _block_grads(x, p, dout, n_head, *, skip_mlp=True, skip_attn=True, attn_gets_total=True):
+    """The pre-norm block backward, with switches that reproduce common mistakes."""
+    eps = 1e-5
+    h1 = tr.layer_norm(x, p["ln_1.weight"], p["ln_1.bias"], eps)
+    qkv = tr.linear(h1, p["attn.c_attn.weight"], p["attn.c_attn.bias"])
+    q, k, v = (tr.split_heads(t, n_head) for t in qkv.split(x.shape[-1], dim=-1))
+    att = tr.merge_heads(tr.causal_attention(q, k, v))
+    x1 = x + tr.linear(att, p["attn.c_proj.weight"], p["attn.c_proj.bias"])
+    h2 = tr.layer_norm(x1, p["ln_2.weight"], p["ln_2.bias"], eps)
+    a = tr.linear(h2, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"])
+    g = tr.gelu(a)
+    grads = {}
+    dg, grads["mlp.c_proj.weight"], grads["mlp.c_proj.bias"] = tr.linear_backward(
+        g, p["mlp.c_proj.weight"], dout
+    )
+    da = tr.gelu_backward(a, dg)
+    dh2, grads["mlp.c_fc.weight"], grads["mlp.c_fc.bias"] = tr.linear_backward(
+        h2, p["mlp.c_fc.weight"], da
+    )
+    dx1_branch, grads["ln_2.weight"], grads["ln_2.bias"] = tr.layer_norm_backward(
+        x1, p["ln_2.weight"], dh2, eps
+    )
+    dx1 = dout + dx1_branch if skip_mlp else dx1_branch
+    upstream = dx1 if attn_gets_total else dout
+    datt, grads["attn.c_proj.weight"], grads["attn.c_proj.bias"] = tr.linear_backward(
+        att, p["attn.c_proj.weight"], upstream
+    )
+    dq, dk, dv = tr.attention_backward(q, k, v, tr.split_heads(datt, n_head))
+    dqkv = torch.cat([tr.merge_heads(dq), tr.merge_heads(dk), tr.merge_heads(dv)], dim=-1)
+    dh1, grads["attn.c_attn.weight"], grads["attn.c_attn.bias"] = tr.linear_backward(
+        h1, p["attn.c_attn.weight"], dqkv
+    )
+    dx_branch, grads["ln_1.weight"], grads["ln_1.bias"] = tr.layer_norm_backward(
+        x, p["ln_1.weight"], dh1, eps
+    )
+    grads["x"] = dx1 + dx_branch if skip_attn else dx_branch
+    return grads
+
+
+def _block_from_list(x, *params, n_head):
+    return tr.transformer_block(x, dict(zip(tr.BLOCK_PARAMETER_NAMES, params)), n_head)
+
+
+@exercise(
+    "10.block_backward",
+    title="Backward through a whole pre-norm block",
+    points=4,
+    answer="block_backward",
+    hints=(
+        "Go through the forward pass in reverse: MLP half first (c_proj, GELU, c_fc, ln_2), "
+        "then the attention half (c_proj, attention, c_attn, ln_1). Each step turns the "
+        "gradient of its output into the gradient of its input.",
+        "At a residual x1 = x + f(x), the gradient of x1 reaches x along two paths: straight "
+        "through the skip, and back through f. Add them: dx = dx1 + (what came through f).",
+        "The attention half must start from dx1 = dout + (gradient through the MLP branch), not "
+        "from dout. dq, dk, dv go back through merge_heads and are concatenated along the last "
+        "axis into d(qkv).",
+    ),
+)
+@_one_thread
+def _block_backward(answer, rng):
+    for B, T, C, n_head in ((1, 3, 4, 1), (2, int(rng.integers(3, 6)), 8, 2)):
+        seed = int(rng.integers(2**31))
+        params = tr.init_block_params(C, generator=seed, scale=0.3)
+        x = _tensor(rng, B, T, C)
+        dout = _tensor(rng, B, T, C)
+        result = call(
+            answer,
+            x.clone(),
+            {n: t.clone() for n, t in params.items()},
+            dout.clone(),
+            n_head,
+            what="block_backward",
+        )
+        if is_stub(result):
+            raise NotAttempted
+        if not isinstance(result, Mapping):
+            raise Wrong(
+                f"block_backward should return a dict of gradients with the keys "
+                f"{list(BLOCK_GRADIENTS)}, got {type(result).__name__}"
+            )
+        got = _unpack(result, BLOCK_GRADIENTS, "block_backward")
+        inputs = (x, *(params[n] for n in tr.BLOCK_PARAMETER_NAMES))
+        autograd = _grad(partial(_block_from_list, n_head=n_head), inputs, dout)
+        expected = dict(zip(BLOCK_GRADIENTS, autograd))
+        variant = partial(_block_grads, x, params, dout, n_head)
+
+        check_gradients(
+            got,
+            {n: expected[n] for n in BLOCK_GRADIENTS},
+            context=f"for x of shape {(B, T, C)} with {n_head} head(s)",
+            mistakes={
+                "forgot both residual (skip) paths: add the gradient that skips each branch": (
+                    partial(variant, skip_mlp=False, skip_attn=False)
+                ),
+                "forgot the skip path around the MLP: dx1 = dout + (gradient through the MLP)": (
+                    partial(variant, skip_mlp=False)
+                ),
+                "forgot the skip path around attention: dx = dx1 + (gradient through "
+                "attention)": partial(variant, skip_attn=False),
+                "the attention half got only dout; it needs dx1 = dout + the MLP branch's "
+                "gradient": partial(variant, attn_gets_total=False),
+            },
+        )
+
+
+# ------------------------------------------------------------------ 10.activation_bytes
+
+
+@exercise(
+    "10.activation_bytes",
+    title="Where the memory goes: activations a block keeps",
+    points=2,
+    answer="activation_bytes",
+    hints=(
+        "Go through the block's forward pass and list what each backward needs: the input of "
+        "every Linear, the input of GELU, xhat and rstd of each layer norm, and q, k, v and the "
+        "attention matrix P.",
+        "Sizes: every (B, T, C) tensor is B*T*C numbers; the MLP's hidden layer is 4C wide; "
+        "rstd is one number per position (B*T); P has one (T, T) matrix per sequence and head.",
+        "16*B*T*C + B*n_head*T*T + 2*B*T numbers, times itemsize bytes.",
+    ),
+)
+@_one_thread
+def _activation_bytes(answer, rng):
+    cases = [(1, 1024, 768, 12, 2)]
+    for _ in range(4):
+        n_head = int(rng.choice([1, 2, 4, 8]))
+        C = n_head * int(rng.choice([8, 16, 32, 64]))
+        cases.append(
+            (
+                int(rng.integers(1, 17)),
+                int(rng.integers(2, 513)),
+                C,
+                n_head,
+                int(rng.choice([2, 4])),
+            )
+        )
+    for B, T, C, H, itemsize in cases:
+        got = call(answer, B, T, C, H, itemsize, what="activation_bytes")
+        n = itemsize
+        btc, att, rstd = B * T * C, B * H * T * T, 2 * B * T
+        assert_close(
+            got,
+            tr.block_activation_bytes(B, T, C, H, itemsize),
+            name="activation_bytes",
+            rtol=1e-12,
+            atol=0,
+            context=f"for B={B}, T={T}, C={C}, n_head={H}, itemsize={itemsize}",
+            mistakes={
+                "forgot the attention matrix P (B, n_head, T, T), the biggest item for long "
+                "sequences": n * (16 * btc + rstd),
+                "counted one attention matrix for all heads; each head has its own (T, T) matrix": n
+                * (16 * btc + B * T * T + rstd),
+                "counted the MLP's hidden layer as C wide; it is 4C wide (before and after GELU)": n
+                * (10 * btc + att + rstd),
+                "forgot rstd of the two layer norms (one number per position each)": n
+                * (16 * btc + att),
+                "also counted the scores before the softmax; its backward needs only the "
+                "output P": n * (16 * btc + 2 * att + rstd),
+                "forgot q, k and v": n * (13 * btc + att + rstd),
+                "counted numbers, not bytes: multiply by itemsize": 16 * btc + att + rstd,
+            },
+        )

@@ -1,0 +1,380 @@
+"""The char GPT package: config, data, model, optimizer, training, meter, health, sampling."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from backprop_course.cli import main
+from backprop_course.gpt import (
+    GPT,
+    CharTokenizer,
+    GPTConfig,
+    HealthMonitor,
+    NonFiniteError,
+    TextSplits,
+    ThroughputMeter,
+    TrainConfig,
+    flops_per_token,
+    get_batch,
+    load_shakespeare,
+    load_text,
+    peak_flops,
+    preset,
+    resolve_device,
+    sample,
+    train,
+)
+from backprop_course.gpt.data import val_windows
+from backprop_course.gpt.health import first_nonfinite_module
+from conftest import ROOT
+
+TINY = GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+def tiny_train(**changes) -> TrainConfig:
+    _, train_config = preset("test")
+    return dataclasses.replace(train_config, **changes)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest, and steadiest on a busy machine, on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: GPTConfig(n_embd=100, n_head=3), "n_embd"),
+        (lambda: GPTConfig(n_layer=0), "n_layer"),
+        (lambda: GPTConfig(dropout=1.0), "dropout"),
+        (lambda: GPTConfig(block_size=2.5), "block_size"),
+        (lambda: TrainConfig(precision="fp8"), "precision"),
+        (lambda: TrainConfig(max_iters=10, warmup_iters=20), "warmup_iters"),
+        (lambda: TrainConfig(batch_size=0), "batch_size"),
+        (lambda: TrainConfig(min_lr=1.0, learning_rate=1e-3), "min_lr"),
+        (lambda: TrainConfig(device="tpu"), "device"),
+    ],
+)
+def test_bad_config_names_the_field(make, field):
+    with pytest.raises(ValueError, match=field):
+        make()
+
+
+def test_block_size_longer_than_validation_text_fails_before_training():
+    too_long = GPTConfig(block_size=len(load_shakespeare().val) + 10, n_layer=1, n_head=1, n_embd=8)
+    with pytest.raises(ValueError, match=r"block_size=\d+ is too long.*validation split"):
+        train(too_long, tiny_train(), progress=False)
+
+
+def test_presets_are_fresh_copies():
+    _, train_config = preset("cpu")
+    train_config.max_iters = 1
+    assert preset("cpu")[1].max_iters != 1
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("tpu")
+
+
+def test_asking_for_cuda_without_a_gpu_names_the_device_found():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match=r"'cuda' was asked for.*found is '(cpu|mps)'"):
+        resolve_device("cuda")
+    assert resolve_device(None).type in ("cpu", "mps")
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_corpus_split_and_vocabulary_follow_nanogpt():
+    text = load_text()
+    splits = load_shakespeare()
+    assert len(text) == 1_115_394
+    assert splits.tokenizer.vocab_size == 65
+    assert (len(splits.train), len(splits.val)) == (1_003_854, 111_540)
+    assert splits.tokenizer.decode(splits.val[:20]) == text[1_003_854 : 1_003_854 + 20]
+
+
+def test_tokenizer_round_trip_and_unknown_character():
+    tokenizer = CharTokenizer("hello world")
+    assert tokenizer.decode(tokenizer.encode("low")) == "low"
+    with pytest.raises(ValueError, match="'z' is not in the vocabulary"):
+        tokenizer.encode("z")
+
+
+def test_get_batch_shapes_and_targets_shifted_by_one():
+    data = torch.arange(1000)
+    generator = torch.Generator().manual_seed(0)
+    x, y = get_batch(data, 8, 32, generator)
+    assert x.shape == y.shape == (8, 32)
+    assert torch.equal(y, x + 1)  # data[i] = i: the target is the next position
+    again = get_batch(data, 8, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], x)
+
+
+def test_val_windows_cover_the_text_once():
+    data = torch.arange(101)
+    x, y = val_windows(data, 10)
+    assert x.shape == (10, 10) and torch.equal(x.flatten(), data[:100])
+    assert torch.equal(y, x + 1)
+
+
+# ---------------------------------------------------------------- model
+
+
+def test_forward_shapes_and_initial_loss_near_uniform():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    idx = torch.randint(65, (3, 16))
+    logits, loss = model(idx, torch.randint(65, (3, 16)))
+    assert logits.shape == (3, 16, 65)
+    assert abs(loss.item() - math.log(65)) < 0.1
+    assert model(idx)[1] is None
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_fused_and_explicit_attention_agree():
+    torch.manual_seed(0)
+    fused = GPT(TINY)
+    explicit = GPT(dataclasses.replace(TINY, fused_attention=False))
+    explicit.load_state_dict(fused.state_dict())
+    idx, targets = torch.randint(65, (2, 16)), torch.randint(65, (2, 16))
+    for model in (fused, explicit):
+        model(idx, targets)[1].backward()
+    torch.testing.assert_close(fused(idx)[0], explicit(idx)[0], atol=1e-5, rtol=1e-4)
+    for (name, a), b in zip(fused.named_parameters(), explicit.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_optimizer_decays_matrices_only():
+    model = GPT(TINY)
+    optimizer = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cpu")
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert model.lm_head.weight is model.wte.weight  # tied: counted once
+    assert model.num_params() == model.num_params(non_embedding=False) - 16 * 16
+
+
+def test_training_steps_decrease_the_loss_on_a_repeated_batch():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    optimizer = model.configure_optimizer(0.0, 3e-3, (0.9, 0.99), "cpu")
+    x, y = get_batch(load_shakespeare().train, 4, 16, torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(5):
+        _, loss = model(x, y)
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1] < losses[0] - 0.1
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_train_test_preset_learns_and_reports():
+    model_config, train_config = preset("test")
+    train_config.eval_interval = 20
+    result = train(model_config, train_config, progress=False)
+    assert result.device == "cpu" and result.mfu is None
+    assert result.eval_steps == [19] and result.eval_losses[0] < math.log(65)
+    assert len(result.losses) == len(result.lrs) == train_config.max_iters
+    assert result.val_loss < math.log(65) - 0.5
+    assert result.tokens == train_config.max_iters * train_config.batch_size * 32
+    assert result.tokens_per_s > 0 and result.seconds > 0
+    # warmup then cosine down to min_lr
+    assert result.lrs[0] == pytest.approx(train_config.learning_rate / train_config.warmup_iters)
+    assert max(result.lrs) == pytest.approx(train_config.learning_rate)
+    assert result.lrs[-1] < 2 * train_config.min_lr
+    assert len(result.health.history) == train_config.max_iters
+    steps, norms = result.health.series("grad_norms")
+    assert steps[:2] == [0, 1] and set(norms) == set(result.health.layer_names)
+    text = sample(result.model, result.tokenizer, "ROMEO:", 20, seed=0)
+    assert text.startswith("ROMEO:") and len(text) == 26
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_path_trains(precision):
+    """The GPU code path (autocast; fp16 with a gradient scaler) runs on the CPU too."""
+    result = train(TINY, tiny_train(max_iters=6, precision=precision), progress=False)
+    assert math.isfinite(result.val_loss) and result.precision == precision
+
+
+def test_callback_sees_progress_and_can_stop():
+    seen = []
+
+    def callback(info):
+        seen.append((info["step"], info["loss"], info["lr"]))
+        return info["step"] >= 9
+
+    result = train(TINY, tiny_train(), progress=False, callback=callback)
+    assert [s for s, _, _ in seen] == [4, 9] and result.stopped_early
+    assert len(result.steps) == 10
+
+
+# ---------------------------------------------------------------- health
+
+
+def test_nan_in_a_weight_stops_training_naming_step_and_layer():
+    def poison(info):
+        if info["step"] == 4:
+            with torch.no_grad():
+                dict(info["monitor"].named)["blocks.1.mlp.c_fc.weight"][0, 0] = float("nan")
+
+    with pytest.raises(NonFiniteError, match=r"step 5.*'blocks\.1\.mlp\.c_fc\.weight'") as caught:
+        train(TINY, tiny_train(), progress=False, callback=poison)
+    assert caught.value.step == 5 and caught.value.layer == "blocks.1.mlp.c_fc.weight"
+
+
+def test_nan_activation_is_traced_to_the_first_module():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    model.blocks[0].attn.c_proj.register_forward_hook(lambda m, i, out: out * float("inf"))
+    x = torch.randint(65, (2, 16))
+    assert first_nonfinite_module(model, lambda: model(x)) == "blocks.0.attn.c_proj"
+    monitor = HealthMonitor(model)
+    loss = model(x, x)[1].item()
+    with pytest.raises(NonFiniteError, match=r"step 7.*'blocks\.0\.attn\.c_proj'"):
+        monitor.check_loss(7, loss, lambda: model(x, x))
+
+
+def test_nan_gradient_names_the_layer_nearest_the_output():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    model.blocks[1].attn.c_attn.weight.register_hook(lambda g: g * float("nan"))
+    x = torch.randint(65, (2, 16))
+    model(x, x)[1].backward()
+    monitor = HealthMonitor(model)
+    with pytest.raises(NonFiniteError, match=r"step 3.*'blocks\.1\.attn\.c_attn\.weight'"):
+        monitor.record_gradients(3)
+    tolerant = HealthMonitor(model, allow_nonfinite_grads=True)  # fp16: the scaler skips
+    tolerant.record_gradients(3)
+    assert tolerant.skipped_steps == [3]
+
+
+# ---------------------------------------------------------------- meter
+
+
+def test_flops_and_mfu_on_known_numbers():
+    # nanoGPT's shakespeare-char model: N = 10.65M, 6 layers, 6 heads of 64, T = 256
+    fpt = flops_per_token(10_650_000, 6, 6, 64, 256)
+    assert fpt == 6 * 10_650_000 + 12 * 6 * 6 * 64 * 256
+    meter = ThroughputMeter(fpt, 989e12)
+    assert meter.mfu(1_000_000) == pytest.approx(1e6 * fpt / 989e12)
+    assert ThroughputMeter(fpt, None).mfu(1_000_000) is None
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert peak_flops("Some Future GPU") is None
+    assert peak_flops("cpu") is None
+
+
+def test_meter_counts_tokens_over_laps():
+    meter = ThroughputMeter()
+    meter.start()
+    assert meter.lap(100) > 0
+    meter.pause()
+    meter.start()
+    meter.lap(50)
+    assert meter.tokens == 150 and meter.tokens_per_s > 0 and meter.mfu() is None
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_sampling_is_repeatable_and_top_k_one_is_greedy():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    tokenizer = load_shakespeare().tokenizer
+    first = sample(model, tokenizer, "KING:", 30, temperature=1.0, seed=3)
+    assert first == sample(model, tokenizer, "KING:", 30, temperature=1.0, seed=3)
+    assert first != sample(model, tokenizer, "KING:", 30, temperature=1.0, seed=4)
+    greedy = sample(model, tokenizer, "KING:", 30, temperature=0.0)
+    assert sample(model, tokenizer, "KING:", 30, top_k=1, seed=5) == greedy
+    assert sample(model, tokenizer, "KING:", 30, top_k=1, temperature=2.0, seed=6) == greedy
+    assert len(sample(model, tokenizer, "", 12)) == 12
+
+
+def test_custom_text_splits():
+    splits = TextSplits.from_text("abcabcabc" * 20)
+    assert splits.tokenizer.vocab_size == 3
+    assert len(splits.train) == 162 and len(splits.val) == 18
+
+
+# ---------------------------------------------------------------- bench
+
+
+REQUIRED_KEYS = {
+    "preset",
+    "device",
+    "params",
+    "val_loss",
+    "seconds",
+    "compile_seconds",
+    "tokens",
+    "tokens_per_s",
+    "mfu",
+}
+
+
+def test_bench_gpt_prints_one_json_object(capsys):
+    assert main(["bench", "gpt", "--preset", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= REQUIRED_KEYS
+    assert result["preset"] == "test" and result["device"] == "cpu" and result["mfu"] is None
+
+
+def test_bench_gpt_on_a_missing_device_is_a_usage_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["bench", "gpt", "--preset", "test", "--device", "cuda"]) == 2
+    assert "'cuda' was asked for" in capsys.readouterr().err
+
+
+BLOCKED = (
+    "jupyter",
+    "jupyter_client",
+    "jupyter_core",
+    "jupyterlab",
+    "ipykernel",
+    "IPython",
+    "ipywidgets",
+    "matplotlib",
+    "nbformat",
+    "nbclient",
+    "tqdm",
+)
+
+
+def test_bench_gpt_needs_only_torch_and_numpy():
+    """The GPU machine has torch and numpy only: the bench must import and run there."""
+    code = (
+        "import sys\n"
+        f"for name in {BLOCKED!r}:\n"
+        "    sys.modules[name] = None\n"
+        "from backprop_course.cli import main\n"
+        "sys.exit(main(['bench', 'gpt', '--preset', 'test', '--json']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) >= REQUIRED_KEYS
