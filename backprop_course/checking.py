@@ -8,8 +8,10 @@ showing or recording anything, for tests and the grader.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +25,14 @@ __all__ = ["CheckResult", "check", "evaluate", "hint", "progress"]
 
 CORRECT, WRONG, NOT_ATTEMPTED, UNKNOWN = "correct", "wrong", "not attempted", "unknown exercise"
 
+# status: (text colour, background, label, CSS class). The label carries the verdict in
+# words and a symbol, so it reads the same without colour (or in a terminal); the CSS
+# classes (``bpc-check`` plus one of these) are stable for tests and custom styles.
 _STYLE = {
-    CORRECT: ("#1b5e20", "#e8f5e9", "✔ PASS"),
-    WRONG: ("#b71c1c", "#ffebee", "✘ FAIL"),
-    NOT_ATTEMPTED: ("#5d4037", "#fff8e1", "… NOT ATTEMPTED"),
-    UNKNOWN: ("#4a148c", "#f3e5f5", "? UNKNOWN EXERCISE"),
+    CORRECT: ("#1b5e20", "#e8f5e9", "✔ PASS", "bpc-pass"),
+    WRONG: ("#b71c1c", "#ffebee", "✘ FAIL", "bpc-fail"),
+    NOT_ATTEMPTED: ("#5d4037", "#fff8e1", "… NOT ATTEMPTED", "bpc-not-attempted"),
+    UNKNOWN: ("#4a148c", "#f3e5f5", "? UNKNOWN EXERCISE", "bpc-unknown"),
 }
 
 
@@ -42,6 +47,8 @@ class CheckResult:
     points: float
     max_points: float
     next_hint: str | None = None
+    hint_number: int = 0  # which hint next_hint is (1-based), of hint_total
+    hint_total: int = 0
 
     @property
     def passed(self) -> bool:
@@ -59,20 +66,27 @@ class CheckResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        color, background, label = _STYLE[self.status]
+        color, background, label, css = _STYLE[self.status]
         hint_html = ""
         if self.next_hint and not self.passed:
+            which = f" {self.hint_number} of {self.hint_total}" if self.hint_total else ""
             hint_html = (
-                "<details style='margin-top:4px'><summary>Stuck? Show a hint</summary>"
-                f"<div style='margin:4px 0 0 12px'>{html.escape(self.next_hint)}</div></details>"
+                "<details class='bpc-next-hint' style='margin-top:6px'>"
+                f"<summary style='cursor:pointer'>Stuck? Show hint{which}</summary>"
+                f"<div style='margin:4px 0 0 14px'>{html.escape(self.next_hint)}</div>"
+                f"<div style='margin:4px 0 0 14px;font-size:90%;color:#424242'>"
+                f"<code>hint({html.escape(repr(self.exercise_id))})</code> "
+                "reveals the hints one at a time.</div></details>"
             )
         return (
-            f"<div style='border-left:6px solid {color};background:{background};"
+            f"<div class='bpc-check {css}' role='status' "
+            f"style='border-left:6px solid {color};background:{background};"
             f"padding:6px 10px;margin:4px 0;font-family:sans-serif;color:#212121'>"
-            f"<b style='color:{color}'>{label}</b> "
+            f"<b class='bpc-label' style='color:{color}'>{label}</b> "
             f"<code>{html.escape(self.exercise_id)}</code> {html.escape(self.title)}: "
             f"<b>{_fmt(self.points)}/{_fmt(self.max_points)}</b> points"
-            f"<div style='margin-top:4px;white-space:pre-wrap'>{html.escape(self.message)}</div>"
+            f"<div class='bpc-message' style='margin-top:4px;white-space:pre-wrap'>"
+            f"{html.escape(self.message)}</div>"
             f"{hint_html}</div>"
         )
 
@@ -132,6 +146,8 @@ def evaluate(exercise_id: str, answer: Any, *, seed: int | None = None) -> Check
         points,
         ex.points,
         next_hint=ex.hints[0] if ex.hints else None,
+        hint_number=1 if ex.hints else 0,
+        hint_total=len(ex.hints),
     )
 
 
@@ -166,15 +182,7 @@ def check(exercise_id: str, answer: Any) -> None:
             shown = 0
         ex = exercises.get(result.exercise_id)
         nxt = ex.hints[shown] if shown < len(ex.hints) else None
-        result = CheckResult(
-            result.exercise_id,
-            result.title,
-            result.status,
-            result.message,
-            result.points,
-            result.max_points,
-            next_hint=nxt,
-        )
+        result = dataclasses.replace(result, next_hint=nxt, hint_number=shown + 1 if nxt else 0)
     _show(result)
 
 
@@ -194,7 +202,8 @@ class Hint:
 
     def _repr_html_(self) -> str:
         return (
-            f"<div style='border-left:6px solid #0d47a1;background:#e3f2fd;padding:6px 10px;"
+            f"<div class='bpc-hint' style='border-left:6px solid #0d47a1;background:#e3f2fd;"
+            "padding:6px 10px;"
             f"font-family:sans-serif;color:#212121'><b>Hint {self.number}/{self.total}</b> "
             f"<code>{html.escape(self.exercise_id)}</code>: {html.escape(self.text)}</div>"
         )
@@ -219,11 +228,32 @@ def hint(exercise_id: str) -> None:
     _show(Hint(ex.id, number, len(ex.hints), text))
 
 
+START_HINT = (
+    "No exercise passed yet: open exercises/00_welcome.ipynb and run its check() cells "
+    "(`backprop-course start` copies the course and opens JupyterLab)."
+)
+
+
+def _lesson_names() -> dict[str, str]:
+    """``{"01": "derivatives", ...}`` from the course's notebooks; empty if not found."""
+    try:
+        from backprop_course.course import lessons
+
+        return {lesson.number: lesson.stem[3:].replace("_", " ") for lesson in lessons()}
+    except (OSError, ValueError):
+        return {}
+
+
 @dataclass(frozen=True)
 class ProgressReport:
-    """Points per lesson from the progress store, as a table."""
+    """Points per lesson from the progress store, as a table.
+
+    Every lesson with exercises has a row, passed or not, so the table also shows
+    what there is still to earn.
+    """
 
     rows: tuple[tuple[str, int, int, float, float], ...]  # lesson, passed, count, points, max
+    names: tuple[tuple[str, str], ...] = ()  # (lesson, name) pairs, e.g. ("01", "derivatives")
 
     @classmethod
     def collect(cls, store: ProgressStore | None = None) -> ProgressReport:
@@ -241,33 +271,66 @@ class ProgressReport:
                     sum(e.points for e in items),
                 )
             )
-        return cls(tuple(rows))
+        return cls(tuple(rows), tuple(_lesson_names().items()))
 
     @property
     def started(self) -> bool:
         return any(row[1] for row in self.rows)
 
+    def _label(self, lesson: str) -> str:
+        return f"{lesson} {dict(self.names).get(lesson, '')}".strip()
+
+    def _totals(self) -> tuple[int, int, float, float]:
+        return (
+            sum(r[1] for r in self.rows),
+            sum(r[2] for r in self.rows),
+            sum(r[3] for r in self.rows),
+            sum(r[4] for r in self.rows),
+        )
+
     def __str__(self) -> str:
-        lines = [f"{'lesson':<8}{'passed':>10}{'points':>12}"]
+        width = max([len(self._label(r[0])) for r in self.rows] + [8]) + 2
+        lines = [f"{'lesson':<{width}}{'passed':>10}{'points (earned/possible)':>26}"]
         for lesson, passed, count, points, possible in self.rows:
-            lines.append(f"{lesson:<8}{f'{passed}/{count}':>10}{f'{points:g}/{possible:g}':>12}")
-        total = sum(r[3] for r in self.rows), sum(r[4] for r in self.rows)
-        lines.append(f"{'total':<8}{'':>10}{f'{total[0]:g}/{total[1]:g}':>12}")
+            lines.append(
+                f"{self._label(lesson):<{width}}{f'{passed}/{count}':>10}"
+                f"{f'{points:g}/{possible:g}':>26}"
+            )
+        passed, count, points, possible = self._totals()
+        lines.append(f"{'total':<{width}}{f'{passed}/{count}':>10}{f'{points:g}/{possible:g}':>26}")
         if not self.started:
-            lines.append("No exercise passed yet: open exercises/00_welcome.ipynb to start.")
+            lines.append(START_HINT)
         return "\n".join(lines)
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><td>{lesson}</td><td>{passed}/{count}</td><td>{points:g}/{possible:g}</td>"
-            f"<td><progress value='{points:g}' max='{possible:g}'></progress></td></tr>"
-            for lesson, passed, count, points, possible in self.rows
+        cell = "style='padding:2px 10px;text-align:{}'"
+        left, right = cell.format("left"), cell.format("right")
+
+        def row(label, passed, count, points, possible, tag="td"):
+            return (
+                f"<tr><{tag} {left}>{html.escape(label)}</{tag}>"
+                f"<{tag} {right}>{passed}/{count}</{tag}>"
+                f"<{tag} {right}>{points:g}</{tag}><{tag} {right}>{possible:g}</{tag}>"
+                f"<{tag} {left}><progress value='{points:g}' max='{possible:g}'></progress>"
+                f"</{tag}></tr>"
+            )
+
+        body = "".join(row(self._label(r[0]), *r[1:]) for r in self.rows)
+        note = (
+            ""
+            if self.started
+            else "<p class='bpc-progress-empty'>"
+            + re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(START_HINT))
+            + "</p>"
         )
         return (
-            "<table><thead><tr><th>lesson</th><th>passed</th><th>points</th><th></th>"
-            f"</tr></thead><tbody>{body}</tbody></table>"
+            "<div class='bpc-progress' style='font-family:sans-serif'><table>"
+            f"<thead><tr><th {left}>lesson</th><th {right}>exercises passed</th>"
+            f"<th {right}>points earned</th><th {right}>points possible</th><th></th></tr>"
+            f"</thead><tbody>{body}</tbody><tfoot>{row('total', *self._totals(), tag='th')}"
+            f"</tfoot></table>{note}</div>"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -183,3 +184,59 @@ def test_unwritable_store_does_not_break_check(home, monkeypatch, capsys):
     check("00.slope", 3.0)
     out = capsys.readouterr().out
     assert "PASS" in out and "progress not saved" in out
+
+
+@pytest.mark.parametrize(
+    ("answer", "css", "label"),
+    [(3.0, "bpc-pass", "✔ PASS"), (1 / 3, "bpc-fail", "✘ FAIL"), (..., "bpc-not-attempted", "…")],
+)
+def test_html_feedback_reads_without_colour(home, answer, css, label):
+    """The verdict is a word and a symbol, with stable CSS classes for styles and tests."""
+    shown = evaluate("00.slope", answer)._repr_html_()
+    assert f"class='bpc-check {css}'" in shown and label in shown
+    assert ("<details" in shown) == (css != "bpc-pass")  # a hint only when not passed
+
+
+def test_html_feedback_hint_is_collapsed_and_numbered(home):
+    """A failed check offers its first hint folded away, numbered out of all hints."""
+    from backprop_course import exercises
+
+    shown = evaluate("01.gradient", None)._repr_html_()
+    total = len(exercises.get("01.gradient").hints)
+    assert "<details class='bpc-next-hint'" in shown and "<details open" not in shown
+    assert f"Show hint 1 of {total}" in shown and "hint(&#x27;01.gradient&#x27;)" in shown
+
+
+def test_check_offers_the_hint_after_those_revealed(home, monkeypatch, capsys):
+    """After two hint() calls, check() folds in hint 3, not hint 1 again."""
+    from backprop_course import checking, exercises
+
+    shown = []
+    monkeypatch.setattr(checking, "_show", shown.append)
+    hint("01.gradient")
+    hint("01.gradient")
+    check("01.gradient", None)
+    result = shown[-1]
+    assert result.hint_number == 3 and result.next_hint == exercises.get("01.gradient").hints[2]
+    assert "Show hint 3 of 3" in result._repr_html_()
+
+
+def test_unknown_exercise_html(home):
+    """An unknown id renders with its own class and label, and no hint."""
+    shown = evaluate("99.nope", 1)._repr_html_()
+    assert "bpc-unknown" in shown and "UNKNOWN EXERCISE" in shown and "<details" not in shown
+
+
+def test_progress_html_lists_every_lesson_and_how_to_start(home):
+    """The notebook table has a row per lesson with points possible, a total, and, while
+    nothing is passed, how to start."""
+    from backprop_course import exercises
+
+    empty = ProgressReport.collect()._repr_html_()
+    assert "class='bpc-progress'" in empty and "points possible" in empty
+    for lesson in exercises.lessons():
+        assert re.search(f">{lesson}[ <]", empty), lesson
+    assert ">total<" in empty and "<code>backprop-course start</code>" in empty
+    ProgressStore.default().record_attempt("00.slope", passed=True, points=1)
+    started = ProgressReport.collect()._repr_html_()
+    assert "bpc-progress-empty" not in started and "<progress value='1' max='2'>" in started

@@ -173,14 +173,15 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def test_wheel_carries_the_course(wheel):
-    """The wheel holds the lessons, exercises and solutions next to the package."""
+    """The wheel holds the lessons, exercises and solutions, and the text corpus."""
     names = zipfile.ZipFile(wheel).namelist()
     for part, stem in (
         ("notebooks", "00_welcome"),
         ("exercises", "01_derivatives"),
-        ("solutions", "01_derivatives"),
+        ("solutions", "12_scaling_out"),
     ):
         assert f"backprop_course/_course/{part}/{stem}.ipynb" in names
+    assert "backprop_course/data_files/tinyshakespeare.txt.gz" in names
 
 
 def test_start_from_a_wheel_without_a_clone(wheel, tmp_path):
@@ -225,3 +226,88 @@ def test_start_from_a_wheel_without_a_clone(wheel, tmp_path):
         ).stdout
     )
     assert (tmp_path / "work" / "exercises" / "01_derivatives.ipynb").exists(), result.stdout
+
+
+def test_start_help_covers_every_option_and_bad_input(capsys):
+    """start --help names each option, gives examples and says what happens on bad input."""
+    with pytest.raises(SystemExit):
+        main(["start", "--help"])
+    out = capsys.readouterr().out
+    for text in ("--port", "--copy-only", "lesson 00", "examples:", "not writable", "in use"):
+        assert text in out
+
+
+def test_start_passes_options_to_jupyterlab(tmp_path, monkeypatch, capsys):
+    """--no-browser and --port reach JupyterLab, which opens lesson 00 of the copied course."""
+    import backprop_course.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd: calls.append(command) or 0)
+    port = free_port()
+    work = tmp_path / "work"
+    assert main(["start", str(work), "--no-browser", "--port", str(port)]) == 0
+    (command,) = calls
+    assert command[1:3] == ["-m", "jupyterlab"]
+    for option in (
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={work.resolve()}",
+        "--LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb",
+        str(work.resolve() / "notebooks" / "00_welcome.ipynb"),
+    ):
+        assert option in command
+
+
+def test_start_twice_from_the_cli_keeps_edits(tmp_path, capsys):
+    """Running start again into the same folder leaves an edited notebook as it is."""
+    work = tmp_path / "work"
+    assert main(["start", str(work), "--copy-only"]) == 0
+    mine = work / "exercises" / "00_welcome.ipynb"
+    mine.write_text(mine.read_text() + " ", encoding="utf-8")  # the learner's edit
+    edited = mine.read_text()
+    capsys.readouterr()
+    assert main(["start", str(work), "--copy-only"]) == 0
+    assert mine.read_text() == edited
+    assert "0 copied, 0 updated" in capsys.readouterr().out
+
+
+def test_start_into_unwritable_folder_any_user(tmp_path, monkeypatch, capsys):
+    """A folder that refuses writes (even for root) is one sentence saying what to do."""
+    import backprop_course.course as course
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(course, "copy_course", refuse)
+    assert main(["start", str(tmp_path / "w"), "--copy-only"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the course" in err and "a folder you can write to" in err
+    assert "Traceback" not in err
+
+
+def test_progress_lists_every_lesson_with_points_possible(capsys, home):
+    """With nothing passed, every lesson still shows its exercises and points possible."""
+    from backprop_course import exercises
+
+    assert main(["progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "passed" in lines[0] and "points" in lines[0]
+    for lesson in exercises.lessons():
+        items = exercises.for_lesson(lesson)
+        row = next(line for line in lines if line.startswith(lesson + " "))
+        assert f"0/{len(items)}" in row and f"0/{sum(e.points for e in items)}" in row
+    total = sum(e.points for e in exercises.all_exercises())
+    assert any(line.startswith("total") and f"0/{total}" in line for line in lines)
+
+
+def test_progress_counts_a_pass(capsys, home):
+    """A passed exercise shows in its lesson's row; the how-to-start line goes away."""
+    from backprop_course.progress import ProgressStore
+
+    ProgressStore.default().record_attempt("00.slope", passed=True, points=1)
+    assert main(["progress"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("00 "))
+    assert row.split()[-2:] == ["1/2", "1/2"]  # exercises passed, points earned/possible
+    assert "No exercise passed yet" not in out
