@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
-from feedback import assert_passes, assert_wrong_with_reason
+from feedback import lesson_feedback_tests
 
 CORRECT_ANSWERS = {
     "00.slope": 3.0,
@@ -80,25 +78,4 @@ WRONG_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_correct_answers_pass(exercise_id, home):
-    """A correct answer passes on many fresh draws of the test inputs."""
-    assert_passes(exercise_id, CORRECT_ANSWERS[exercise_id], seeds=20)
-
-
-@pytest.mark.parametrize(
-    ("exercise_id", "answer", "reason"),
-    WRONG_ANSWERS,
-    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
-)
-def test_wrong_answers_say_why(exercise_id, answer, reason, home):
-    """A typical mistake is reported with a reason, not just 'incorrect'."""
-    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
-
-
-def test_every_exercise_has_feedback_tests():
-    """Each exercise of lessons 00-01 appears in the tables above."""
-    from backprop_course import exercises
-
-    ids = {e.id for e in exercises.all_exercises() if e.lesson in ("00", "01")}
-    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}
+globals().update(lesson_feedback_tests(("00", "01"), CORRECT_ANSWERS, WRONG_ANSWERS))

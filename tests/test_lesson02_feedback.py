@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
-from backprop_course import evaluate
-from backprop_course.checking import NOT_ATTEMPTED
-from feedback import assert_passes, assert_wrong_with_reason
+from feedback import lesson_feedback_tests
 
 
 def forward(a, b, c, f):
@@ -135,36 +131,8 @@ WRONG_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_correct_answers_pass(exercise_id, home):
-    """Every correct answer passes on many fresh draws of the test inputs."""
-    for answer in CORRECT_ANSWERS[exercise_id]:
-        assert_passes(exercise_id, answer, seeds=20)
+STUBS = {"02.local_derivatives": {op: (lambda *args: ...) for op in LOCAL_GRADS}}
 
-
-@pytest.mark.parametrize(
-    ("exercise_id", "answer", "reason"),
-    WRONG_ANSWERS,
-    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
+globals().update(
+    lesson_feedback_tests("02", CORRECT_ANSWERS, WRONG_ANSWERS, several=True, stubs=STUBS)
 )
-def test_wrong_answers_say_why(exercise_id, answer, reason, home):
-    """A typical mistake is reported with a reason, not just 'incorrect'."""
-    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
-
-
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_stubs_are_not_attempted(exercise_id, home):
-    """The release stub (a function returning `...`, or `...` itself) is not attempted."""
-    stub = {
-        "02.local_derivatives": {op: (lambda *args: ...) for op in LOCAL_GRADS},
-    }.get(exercise_id, lambda *args: ...)
-    for answer in (stub, ...):
-        assert evaluate(exercise_id, answer, seed=0).status == NOT_ATTEMPTED
-
-
-def test_every_exercise_has_feedback_tests():
-    """Each exercise of lesson 02 appears in the tables above."""
-    from backprop_course import exercises
-
-    ids = {e.id for e in exercises.for_lesson("02")}
-    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from backprop_course import evaluate
 from backprop_course.autograd import Value as ReferenceValue
-from backprop_course.checking import CORRECT, NOT_ATTEMPTED
-from feedback import assert_passes, assert_wrong_with_reason
+from backprop_course.checking import CORRECT
+from feedback import lesson_feedback_tests
 
 # ---------------------------------------------------------------- orders and backward passes
 
@@ -318,10 +316,7 @@ STUBS = {
 }
 
 
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_correct_answers_pass(exercise_id, home):
-    """A correct answer passes on many fresh draws of the test inputs."""
-    assert_passes(exercise_id, CORRECT_ANSWERS[exercise_id], seeds=20)
+globals().update(lesson_feedback_tests("03", CORRECT_ANSWERS, WRONG_ANSWERS, stubs=STUBS))
 
 
 def test_the_reference_engine_passes_as_a_value_class(home):
@@ -329,28 +324,3 @@ def test_the_reference_engine_passes_as_a_value_class(home):
     for seed in range(5):
         result = evaluate("03.value_class", ReferenceValue, seed=seed)
         assert result.status == CORRECT, result.message
-
-
-@pytest.mark.parametrize(
-    ("exercise_id", "answer", "reason"),
-    WRONG_ANSWERS,
-    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
-)
-def test_wrong_answers_say_why(exercise_id, answer, reason, home):
-    """A typical mistake is reported with a reason, not just 'incorrect'."""
-    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
-
-
-@pytest.mark.parametrize("exercise_id", sorted(STUBS))
-def test_released_stubs_are_not_attempted(exercise_id, home):
-    """What release leaves in place of each answer is reported as not attempted."""
-    result = evaluate(exercise_id, STUBS[exercise_id], seed=0)
-    assert result.status == NOT_ATTEMPTED, result.message
-
-
-def test_every_exercise_has_feedback_tests():
-    """Each exercise of lesson 03 appears in the tables above."""
-    from backprop_course import exercises
-
-    ids = {e.id for e in exercises.for_lesson("03")}
-    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS} == set(STUBS)

@@ -7,10 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backprop_course import evaluate
-from backprop_course.checking import NOT_ATTEMPTED
 from backprop_course.torch_tools import grads_from_torch, params_from_torch, torch_mlp_from_params
-from feedback import assert_passes, assert_wrong_with_reason
+from feedback import lesson_feedback_tests
 
 F64 = torch.float64
 
@@ -310,30 +308,11 @@ WRONG_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_correct_answers_pass(exercise_id, home):
-    """Every correct answer passes on many fresh draws of the test inputs."""
-    for answer in CORRECT_ANSWERS[exercise_id]:
-        assert_passes(exercise_id, answer, seeds=20)
-
-
-@pytest.mark.parametrize(
-    ("exercise_id", "answer", "reason"),
-    WRONG_ANSWERS,
-    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
+globals().update(
+    lesson_feedback_tests(
+        "09", CORRECT_ANSWERS, WRONG_ANSWERS, several=True, stubs={"09.custom_function": SwishStub}
+    )
 )
-def test_wrong_answers_say_why(exercise_id, answer, reason, home):
-    """A typical mistake is reported with a reason, not just 'incorrect'."""
-    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
-
-
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_stubs_are_not_attempted(exercise_id, home):
-    """The release stub (`...`, a function returning `...`, a Function whose methods do) is
-    not attempted."""
-    stub = SwishStub if exercise_id == "09.custom_function" else (lambda *args: ...)
-    for answer in (stub, ...):
-        assert evaluate(exercise_id, answer, seed=0).status == NOT_ATTEMPTED
 
 
 def test_probe_returns_plain_data():
@@ -347,11 +326,3 @@ def test_probe_returns_plain_data():
     assert result["gradcheck"] is True and result["n_returned"] == 2
     assert probe_swish(SwishStub, x, 1.5, np.ones(5)) is Ellipsis
     assert probe_swish(..., x, 1.5, np.ones(5)) is Ellipsis
-
-
-def test_every_exercise_has_feedback_tests():
-    """Each exercise of lesson 09 appears in the tables above."""
-    from backprop_course import exercises
-
-    ids = {e.id for e in exercises.for_lesson("09")}
-    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}

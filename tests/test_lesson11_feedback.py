@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from backprop_course import evaluate
-from backprop_course.checking import NOT_ATTEMPTED
-from feedback import assert_passes, assert_wrong_with_reason
+from feedback import lesson_feedback_tests
 
 # ---------------------------------------------------------------- 11.decay_groups
 
@@ -269,39 +267,9 @@ WRONG_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_correct_answers_pass(exercise_id, home):
-    """A correct answer passes on many fresh draws of the test inputs."""
-    assert_passes(exercise_id, CORRECT_ANSWERS[exercise_id], seeds=20)
-
-
-@pytest.mark.parametrize(
-    ("exercise_id", "answer"), ALSO_CORRECT, ids=[f"{a[0]}-{i}" for i, a in enumerate(ALSO_CORRECT)]
+globals().update(
+    lesson_feedback_tests("11", CORRECT_ANSWERS, WRONG_ANSWERS, also_correct=ALSO_CORRECT)
 )
-def test_other_correct_forms_pass(exercise_id, answer, home):
-    """Equivalent ways of writing an answer are accepted too."""
-    assert_passes(exercise_id, answer, seeds=5)
-
-
-@pytest.mark.parametrize(
-    ("exercise_id", "answer", "reason"),
-    WRONG_ANSWERS,
-    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
-)
-def test_wrong_answers_say_why(exercise_id, answer, reason, home):
-    """A typical mistake is reported with a reason, not just 'incorrect'."""
-    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
-
-
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_stubs_are_not_attempted(exercise_id, home):
-    """The released stub (a function returning ...) is reported as not attempted."""
-
-    def stub(*args):
-        return ...
-
-    assert evaluate(exercise_id, stub, seed=0).status == NOT_ATTEMPTED
-    assert evaluate(exercise_id, ..., seed=0).status == NOT_ATTEMPTED
 
 
 def test_clip_reference_matches_torch():
@@ -313,11 +281,3 @@ def test_clip_reference_matches_torch():
     assert total == pytest.approx(torch_total)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=1e-12)
-
-
-def test_every_exercise_has_feedback_tests():
-    """Each exercise of lesson 11 appears in the tables above."""
-    from backprop_course import exercises
-
-    ids = {e.id for e in exercises.for_lesson("11")}
-    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from feedback import assert_passes, assert_wrong_with_reason
+from feedback import assert_passes, lesson_feedback_tests
 
 
 def shard_batch(X, rank, world_size):
@@ -85,10 +85,7 @@ WRONG_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("exercise_id", sorted(CORRECT_ANSWERS))
-def test_correct_answers_pass(exercise_id, home):
-    """A correct answer passes on many fresh draws of the test inputs."""
-    assert_passes(exercise_id, CORRECT_ANSWERS[exercise_id], seeds=20)
+globals().update(lesson_feedback_tests("12", CORRECT_ANSWERS, WRONG_ANSWERS))
 
 
 @pytest.mark.parametrize(
@@ -99,21 +96,3 @@ def test_correct_answers_pass(exercise_id, home):
 def test_other_correct_answers_pass(exercise_id, answer, home):
     """Equivalent formulations (np.array_split, rounding sqrt(n), a tuple) pass too."""
     assert_passes(exercise_id, answer, seeds=20)
-
-
-@pytest.mark.parametrize(
-    ("exercise_id", "answer", "reason"),
-    WRONG_ANSWERS,
-    ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG_ANSWERS)],
-)
-def test_wrong_answers_say_why(exercise_id, answer, reason, home):
-    """A typical mistake is reported with a reason, not just 'incorrect'."""
-    assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
-
-
-def test_every_exercise_has_feedback_tests():
-    """Each exercise of lesson 12 appears in the tables above."""
-    from backprop_course import exercises
-
-    ids = {e.id for e in exercises.for_lesson("12")}
-    assert ids == set(CORRECT_ANSWERS) == {w[0] for w in WRONG_ANSWERS}
