@@ -6,9 +6,11 @@ that torch is missing instead of failing to start.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["DeviceInfo", "describe_device", "pick_device"]
+__all__ = ["DeviceInfo", "describe_device", "pick_device", "torch_threads"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +71,22 @@ def describe_device() -> DeviceInfo:
         f"{os.cpu_count()} cores, {torch.get_num_threads()} "
         "torch threads; GPU lessons shrink themselves to fit",
     )
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads, then restore the setting.
+
+    Tiny tensors run fastest, and most steadily on a busy machine, on one thread:
+    two threads handing tiny ops to each other can be hundreds of times slower.
+    ``None`` leaves the setting alone.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

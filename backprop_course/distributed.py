@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from backprop_course.device import torch_threads
+
 __all__ = [
     "DDPResult",
     "SavedTensorMeter",
@@ -468,13 +470,8 @@ def time_forward_backward(
         blocks.zero_grad(set_to_none=True)
         checkpointed_forward(blocks, x, every).pow(2).mean().backward()
 
-    before = torch.get_num_threads()
-    if threads is not None and x.device.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads if x.device.type == "cpu" else None):
         return _time(step, repeats, x.device)
-    finally:
-        torch.set_num_threads(before)
 
 
 def cuda_peak_bytes(blocks, x: torch.Tensor, every: int | None) -> int:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from backprop_course.cli import main
+from backprop_course.device import torch_threads
 from backprop_course.gpt import (
     GPT,
     CharTokenizer,
@@ -46,10 +47,8 @@ def tiny_train(**changes) -> TrainConfig:
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run fastest, and steadiest on a busy machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 # ---------------------------------------------------------------- config

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from backprop_course.device import torch_threads
 from backprop_course.torch_tools import grads_from_torch, params_from_torch, torch_mlp_from_params
 from feedback import lesson_feedback_tests
 
@@ -20,10 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """The networks here are tiny: one torch thread is much faster than two on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 # ---------------------------------------------------------------- 09.grad_accumulation

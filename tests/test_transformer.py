@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 from backprop_course import transformer as tr
+from backprop_course.device import torch_threads
 
 DTYPE = torch.float64
 
@@ -21,10 +22,8 @@ DTYPE = torch.float64
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny tensors: one torch thread avoids thread hand-offs that dominate on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield
 
 
 def randn(*shape, seed=0, grad=True):

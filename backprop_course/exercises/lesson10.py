@@ -22,6 +22,7 @@ import torch
 
 from backprop_course import transformer as tr
 from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.device import torch_threads
 from backprop_course.exercises import exercise
 
 RTOL, ATOL = 1e-6, 1e-9
@@ -33,12 +34,8 @@ def _one_thread(checker):
 
     @wraps(checker)
     def run(answer, rng):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return checker(answer, rng)
-        finally:
-            torch.set_num_threads(previous)
 
     return run
 

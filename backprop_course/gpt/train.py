@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from backprop_course.device import torch_threads
 from backprop_course.gpt.config import GPTConfig, TrainConfig
 from backprop_course.gpt.data import TextSplits, get_batch, load_shakespeare, val_windows
 from backprop_course.gpt.health import HealthMonitor
@@ -286,13 +287,8 @@ def train(
     it returns True, training stops there. ``log`` receives the one-line
     messages (default: ``print`` when ``progress`` is on).
     """
-    previous_threads = torch.get_num_threads()
-    if train_config.threads is not None:
-        torch.set_num_threads(train_config.threads)
-    try:
+    with torch_threads(train_config.threads):
         return _train(model_config, train_config, progress, callback, splits, log)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(model_config, train_config, progress, callback, splits, log) -> TrainResult:

@@ -35,31 +35,8 @@ _SNAPSHOTS: dict[str, Any] = {}
 _NEXT = [0]
 _MISSING = object()
 
-BINARY = {
-    name: getattr(operator, name)
-    for name in (
-        "add",
-        "sub",
-        "mul",
-        "truediv",
-        "floordiv",
-        "mod",
-        "pow",
-        "matmul",
-        "and_",
-        "or_",
-        "xor",
-        "lshift",
-        "rshift",
-        "lt",
-        "le",
-        "eq",
-        "ne",
-        "gt",
-        "ge",
-    )
-}
-UNARY = {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs, "invert": operator.invert}
+BINARY = {name: getattr(operator, name) for name in codec.ARITHMETIC + codec.COMPARISONS}
+UNARY = {name: getattr(operator, name) for name in codec.UNARY}
 
 
 def _reference(obj: Any) -> dict:

@@ -24,7 +24,17 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["DTYPES", "CodecError", "decode", "encode"]
+__all__ = ["ARITHMETIC", "COMPARISONS", "DTYPES", "UNARY", "CodecError", "decode", "encode"]
+
+# The operators a proxy forwards to the kernel, by their names in the operator module.
+# Both sides of the protocol read them here: remote.Proxy defines the dunders, the
+# agent applies the operator.
+ARITHMETIC = (
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul",
+    "and_", "or_", "xor", "lshift", "rshift",
+)  # fmt: skip
+COMPARISONS = ("lt", "le", "eq", "ne", "gt", "ge")
+UNARY = ("neg", "pos", "abs", "invert")
 
 # dtypes that may cross: numbers and booleans, little-endian, no objects.
 DTYPES = frozenset(

@@ -537,26 +537,12 @@ def _unary(name: str):
     return method
 
 
-for _name in (
-    "add",
-    "sub",
-    "mul",
-    "truediv",
-    "floordiv",
-    "mod",
-    "pow",
-    "matmul",
-    "and",
-    "or",
-    "xor",
-    "lshift",
-    "rshift",
-):
-    _op = _name + "_" if _name in ("and", "or") else _name
-    setattr(Proxy, f"__{_name}__", _binary(_op, False))
-    setattr(Proxy, f"__r{_name}__", _binary(_op, True))
-for _name in ("lt", "le", "eq", "ne", "gt", "ge"):
-    setattr(Proxy, f"__{_name}__", _binary(_name, False))
-for _name in ("neg", "pos", "abs", "invert"):
-    setattr(Proxy, f"__{_name}__", _unary(_name))
-del _name, _op
+for _op in codec.ARITHMETIC:
+    _dunder = _op.rstrip("_")  # operator.and_ is __and__
+    setattr(Proxy, f"__{_dunder}__", _binary(_op, False))
+    setattr(Proxy, f"__r{_dunder}__", _binary(_op, True))
+for _op in codec.COMPARISONS:
+    setattr(Proxy, f"__{_op}__", _binary(_op, False))
+for _op in codec.UNARY:
+    setattr(Proxy, f"__{_op}__", _unary(_op))
+del _op, _dunder
