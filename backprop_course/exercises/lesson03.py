@@ -28,21 +28,27 @@ from backprop_course.compare import (
     run_probe,
 )
 from backprop_course.exercises import exercise
-
-
-def _signed(rng, low: float, high: float) -> float:
-    """A number with low <= |x| <= high and a random sign."""
-    return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
+from backprop_course.exercises._graphs import (
+    TWO_PATHS,
+    Node,
+    Program,
+    bare_copy,
+    bounded_dag,
+    deep_chain,
+    deep_chain_length,
+    deep_graph,
+    deep_reference,
+    reachable,
+    signed,
+    simulated_grads,
+    twice,
+    two_paths,
+)
 
 
 def _two_numbers(got, name: str) -> None:
     if isinstance(got, (str, bytes, Mapping)) or np.ndim(got) != 1 or np.size(got) != 2:
         raise Wrong(f"{name} should return two numbers (grad_a, grad_b), got {got!r}")
-
-
-def _deep_chain_length() -> int:
-    """Deep enough that one Python frame per node exceeds the recursion limit."""
-    return min(max(5000, 3 * sys.getrecursionlimit()), 60_000)
 
 
 def _recursion_message(what: str, depth: int) -> str:
@@ -64,6 +70,24 @@ def _call_deep(function, *args, what: str, depth: int):
         raise
 
 
+_NO_ENGINE_METHOD = (
+    "this exercise asks for your own backward pass: the test graphs are bare nodes (data, "
+    "grad, _prev and _local) with no methods, so the pass cannot be handed to an engine's "
+    "backward(); walk the nodes yourself"
+)
+
+
+def _call_own(function, *args, what: str, depth: int):
+    """The learner's function on bare nodes, with the package's engine forbidden."""
+    try:
+        return _call_deep(function, *args, what=what, depth=depth)
+    except Wrong as wrong:
+        cause = wrong.__cause__
+        if isinstance(cause, AttributeError) and "backward" in str(cause):
+            raise Wrong(_NO_ENGINE_METHOD) from None
+        raise
+
+
 # ---------------------------------------------------------------- local backward rules
 
 
@@ -81,7 +105,7 @@ def _call_deep(function, *args, what: str, depth: int):
 )
 def _mul_backward(answer, rng):
     for _ in range(8):
-        a, b, g = _signed(rng, 0.2, 3), _signed(rng, 0.2, 3), _signed(rng, 0.2, 3)
+        a, b, g = signed(rng, 0.2, 3), signed(rng, 0.2, 3), signed(rng, 0.2, 3)
         got = call(answer, a, b, g, what="mul_backward")
         _two_numbers(got, "mul_backward")
         assert_close(
@@ -122,7 +146,7 @@ def _mul_backward(answer, rng):
 )
 def _tanh_backward(answer, rng):
     for _ in range(8):
-        x, g = _signed(rng, 0.2, 2.5), _signed(rng, 0.2, 3)
+        x, g = signed(rng, 0.2, 2.5), signed(rng, 0.2, 3)
         t = math.tanh(x)
         got = call(answer, x, t, g, what="tanh_backward")
         assert_close(
@@ -160,7 +184,7 @@ def _tanh_backward(answer, rng):
 def _pow_backward(answer, rng):
     exponents = [2, 3, -1, 0.5, float(rng.uniform(-2.5, -0.2)), float(rng.uniform(1.2, 3.5))]
     for n in exponents:
-        x, g = float(rng.uniform(0.3, 2.5)), _signed(rng, 0.2, 3)
+        x, g = float(rng.uniform(0.3, 2.5)), signed(rng, 0.2, 3)
         if abs(x - 1) < 0.1:  # x**k barely depends on k near 1
             x += 0.3
         got = call(answer, x, n, g, what="pow_backward")
@@ -186,75 +210,11 @@ def _pow_backward(answer, rng):
 # ---------------------------------------------------------------- topological order
 
 
-class _Node:
-    """A bare graph node for the topological-order check: a name and its inputs ``_prev``."""
-
-    __slots__ = ("_prev", "label")
-
-    def __init__(self, label: str, prev: tuple = ()):
-        self.label = label
-        self._prev = tuple(prev)
-
-    def __repr__(self) -> str:
-        return f"node {self.label!r}"
-
-
-def _reachable(root) -> list:
-    """Every node behind ``root`` once, in no particular order (no recursion)."""
-    seen, stack, out = {id(root)}, [root], []
-    while stack:
-        node = stack.pop()
-        out.append(node)
-        for child in node._prev:
-            if id(child) not in seen:
-                seen.add(id(child))
-                stack.append(child)
-    return out
-
-
-def _path_count(nodes: list) -> int:
-    """The number of paths from the last node (the root) down to every node: the work a
-    depth-first search without a visited set would do."""
-    paths = {id(n): 0 for n in nodes}
-    paths[id(nodes[-1])] = 1
-    for node in reversed(nodes):  # creation order is a topological order
-        for child in node._prev:
-            paths[id(child)] += paths[id(node)]
-    return sum(paths.values())
-
-
-def _random_dag(rng, leaves: int, ops: int, reuse: float) -> list:
-    """Nodes in creation order; each op node takes the previous node plus 0-2 random earlier
-    ones (sometimes the same node twice, like a * a). The last node is the root."""
-    nodes = [_Node(f"x{i}") for i in range(leaves)]
-    for k in range(ops):
-        prev = [nodes[-1]]
-        for _ in range(int(rng.integers(0, 3))):
-            pool = nodes if rng.random() < reuse else nodes[:leaves]
-            prev.append(pool[int(rng.integers(len(pool)))])
-        if rng.random() < 0.15:
-            prev.append(prev[0])  # the same input twice
-        rng.shuffle(prev)
-        nodes.append(_Node(f"n{k}", tuple(prev)))
-    return nodes
-
-
-def _bounded_dag(rng, leaves: int, ops: int) -> list:
-    """A random DAG with plenty of reuse but a bounded number of paths, so that even an
-    answer that revisits shared nodes finishes quickly (and is told about it)."""
-    reuse = 0.5
-    while True:
-        nodes = _random_dag(rng, leaves, ops, reuse)
-        if _path_count(nodes) <= 20_000 or reuse < 0.01:
-            return nodes
-        reuse /= 2
-
-
 def _check_order(got, root, what: str, where: str) -> None:
     if isinstance(got, (str, bytes, Mapping)) or not hasattr(got, "__iter__"):
         raise Wrong(f"{what} should return a list of nodes, got {type(got).__name__}")
     order = list(got)
-    nodes = _reachable(root)
+    nodes = reachable(root)
     known = {id(n) for n in nodes}
     foreign = [x for x in order if id(x) not in known]
     if foreign:
@@ -292,18 +252,6 @@ def _check_order(got, root, what: str, where: str) -> None:
                 raise Wrong(message + where)
 
 
-def _deep_graph(rng, depth: int) -> list:
-    """A chain ``depth`` op nodes long whose links also read a few shared leaves."""
-    leaves = [_Node(f"x{i}") for i in range(5)]
-    nodes = [*leaves]
-    for k in range(depth):
-        prev = [nodes[-1]]
-        if rng.random() < 0.5:
-            prev.append(leaves[int(rng.integers(len(leaves)))])
-        nodes.append(_Node(f"n{k}", tuple(prev)))
-    return nodes
-
-
 @exercise(
     "03.topological_order",
     title="Topological order without recursion",
@@ -324,151 +272,19 @@ def _topological(answer, rng):
         got = _call_deep(answer, root, what="topological_order", depth=len(nodes))
         _check_order(got, root, "topological_order", where)
 
-    a, b = _Node("a"), _Node("b")
-    c = _Node("c", (a, b))
-    d = _Node("d", (c, a))
-    e = _Node("e", (d, d))
+    a, b = Node("a"), Node("b")
+    c = Node("c", (a, b))
+    d = Node("d", (c, a))
+    e = Node("e", (d, d))
     run([a, b, c, d, e], " (for e = d * d with d = c + a and c = a * b)")
     for _ in range(3):
-        small = _bounded_dag(rng, leaves=3, ops=int(rng.integers(4, 9)))
+        small = bounded_dag(rng, leaves=3, ops=int(rng.integers(4, 9)))
         run(small, f" (for a random graph of {len(small)} nodes with reused nodes)")
     for _ in range(3):
-        medium = _bounded_dag(rng, leaves=6, ops=int(rng.integers(40, 120)))
+        medium = bounded_dag(rng, leaves=6, ops=int(rng.integers(40, 120)))
         run(medium, f" (for a random graph of {len(medium)} nodes with reused nodes)")
-    deep = _deep_graph(rng, _deep_chain_length())
+    deep = deep_graph(rng, deep_chain_length())
     run(deep, f" (for a chain {len(deep)} nodes deep)")
-
-
-# ---------------------------------------------------------------- random expressions
-
-
-def _apply(kind: str, x, y, c: float):
-    """One operation on engine values ``x``, ``y`` (and a plain number ``c``)."""
-    ops: dict[str, Callable] = {
-        "+": lambda: x + y,
-        "-": lambda: x - y,
-        "*": lambda: x * y,
-        "/": lambda: x / y,
-        "**": lambda: x**c,
-        "tanh": lambda: x.tanh(),
-        "exp": lambda: x.exp(),
-        "relu": lambda: x.relu(),
-        "neg": lambda: -x,
-        "+c": lambda: x + c,
-        "*c": lambda: x * c,
-        "c+": lambda: c + x,
-        "c*": lambda: c * x,
-        "c-": lambda: c - x,
-        "c/": lambda: c / x,
-    }
-    return ops[kind]()
-
-
-def _describe(kind: str, x: str, y: str, c: float) -> str:
-    c = f"{c:g}"
-    return {
-        "**": f"{x} ** {c}",
-        "tanh": f"{x}.tanh()",
-        "exp": f"{x}.exp()",
-        "relu": f"{x}.relu()",
-        "neg": f"-{x}",
-        "+c": f"{x} + {c}",
-        "*c": f"{x} * {c}",
-        "c+": f"{c} + {x}",
-        "c*": f"{c} * {x}",
-        "c-": f"{c} - {x}",
-        "c/": f"{c} / {x}",
-    }.get(kind, f"{x} {kind} {y}")
-
-
-def _safe(kind: str, x: float, y: float, c: float) -> bool:
-    """Keep random expressions away from kinks, poles and overflow."""
-    if kind == "/":
-        return abs(y) > 0.3
-    if kind == "c/":
-        return abs(x) > 0.3
-    if kind == "**":
-        return x > 0.2 if c != int(c) else (abs(x) > 0.3 or c > 0)
-    if kind == "exp":
-        return x < 2
-    if kind == "relu":
-        return abs(x) > 0.05
-    return True
-
-
-_KINDS = (
-    "+",
-    "-",
-    "*",
-    "/",
-    "**",
-    "tanh",
-    "exp",
-    "relu",
-    "neg",
-    "+c",
-    "*c",
-    "c+",
-    "c*",
-    "c-",
-    "c/",
-)
-
-
-class _Program:
-    """A random expression: leaf values and a list of (kind, i, j, c) steps, each step
-    reading earlier nodes i and j. Built once, replayed with any engine class."""
-
-    def __init__(self, rng, leaves: int, steps: int):
-        self.leaves = [_signed(rng, 0.2, 1.5) for _ in range(leaves)]
-        self.steps: list[tuple[str, int, int, float]] = []
-        data = list(self.leaves)
-        while len(self.steps) < steps:
-            kind = str(rng.choice(_KINDS))
-            # mostly chain on the newest node; the second operand is any earlier node (reuse)
-            i = len(data) - 1 if rng.random() < 0.6 else int(rng.integers(len(data)))
-            j = int(rng.integers(len(data)))
-            c = float(rng.choice([2, 3, -1, 0.5])) if kind == "**" else _signed(rng, 0.5, 2.5)
-            c = round(c, 2)
-            if not _safe(kind, data[i], data[j], c):
-                continue
-            value = _apply(kind, Reference(data[i]), Reference(data[j]), c).data
-            if not math.isfinite(value) or abs(value) > 20:
-                continue
-            self.steps.append((kind, i, j, c))
-            data.append(value)
-
-    def build(self, cls) -> tuple[list, object]:
-        """The leaves and the root, built with the engine class ``cls``."""
-        nodes = [cls(v) for v in self.leaves]
-        leaves = list(nodes)
-        for kind, i, j, c in self.steps:
-            nodes.append(_apply(kind, nodes[i], nodes[j], c))
-        return leaves, nodes[-1]
-
-    def __str__(self) -> str:
-        names = [f"x{k}" for k in range(len(self.leaves))]
-        lines = []
-        for k, (kind, i, j, c) in enumerate(self.steps):
-            lines.append(f"n{k} = {_describe(kind, names[i], names[j], c)}")
-            names.append(f"n{k}")
-        values = ", ".join(f"x{k}={v:.4g}" for k, v in enumerate(self.leaves))
-        return f"{'; '.join(lines)} (with {values}; the root is n{len(self.steps) - 1})"
-
-
-def _simulated_grads(root, leaves, *, assign=False, forward=False, local=True, upstream=True):
-    """Leaf gradients that a backward pass with one typical mistake would produce."""
-    order = root.topological_order()
-    grads = {id(n): 0.0 for n in order}
-    grads[id(root)] = 1.0
-    for node in order if forward else reversed(order):
-        for child, d in zip(node._prev, node._local):
-            contribution = (d if local else 1.0) * (grads[id(node)] if upstream else 1.0)
-            if assign:
-                grads[id(child)] = contribution
-            else:
-                grads[id(child)] += contribution
-    return [grads.get(id(leaf), 0.0) for leaf in leaves]
 
 
 _UNSEEDED = (
@@ -500,13 +316,13 @@ def _check_not_all_zero(
 def _backward_mistakes(root, leaves) -> dict[str, list[float]]:
     return {
         "= instead of +=: a node used more than once keeps only the last contribution "
-        "instead of their sum": _simulated_grads(root, leaves, assign=True),
-        _FORWARD_WALK: _simulated_grads(root, leaves, forward=True),
+        "instead of their sum": simulated_grads(root, leaves, assign=True),
+        _FORWARD_WALK: simulated_grads(root, leaves, forward=True),
         "forgot the local derivative (node._local): each input gets local * node.grad": (
-            _simulated_grads(root, leaves, local=False)
+            simulated_grads(root, leaves, local=False)
         ),
         "forgot the upstream gradient (node.grad): each input gets local * node.grad": (
-            _simulated_grads(root, leaves, upstream=False)
+            simulated_grads(root, leaves, upstream=False)
         ),
     }
 
@@ -520,24 +336,6 @@ def _reference_leaf_grads(build) -> list[float]:
     return [leaf.grad for leaf in leaves]
 
 
-def _deep_reference(rng, depth: int):
-    weights = [_signed(rng, 0.2, 1.0) for _ in range(4)]
-
-    def build(cls=Reference):
-        return _deep_chain(cls, weights, depth)
-
-    build.weights = weights
-    return build
-
-
-def _deep_chain(cls, weights: list[float], depth: int):
-    leaves = [cls(w) for w in weights]
-    v = leaves[0]
-    for k in range(depth):
-        v = (v + leaves[k % 4]) * 0.5
-    return leaves, v
-
-
 def probe_deep_chain(cls, weights: list[float], depth: int) -> dict:
     """Build the deep chain with the learner's class, run backward(), report plain data.
 
@@ -546,7 +344,7 @@ def probe_deep_chain(cls, weights: list[float], depth: int) -> dict:
     are not sent one by one. ``stage`` says how far it got; ``error`` is (type, message).
     """
     try:
-        leaves, root = _deep_chain(cls, weights, depth)
+        leaves, root = deep_chain(cls, weights, depth)
     except Exception as error:  # the learner's code may raise anything
         return {"stage": "build", "error": (type(error).__name__, str(error)), "grads": None}
     try:
@@ -576,67 +374,55 @@ def probe_deep_chain(cls, weights: list[float], depth: int) -> dict:
     ),
 )
 def _backward(answer, rng):
+    # The learner's function gets bare copies of the graphs: nodes with data, grad, _prev
+    # and _local but no backward() of their own, so the pass must be the learner's.
     def run(build, where, depth=50):
         leaves, root = build()
-        _call_deep(answer, root, what="backward", depth=depth)  # it works in place
-        got = [_as_float(leaf.grad, "a leaf's grad") for leaf in leaves]
-        expected_leaves, expected_root = build()
-        expected_root.backward()
-        _check_not_all_zero(got, [leaf.grad for leaf in expected_leaves], root.grad, f" {where}")
+        root.backward()
+        expected = [leaf.grad for leaf in leaves]
+        bare_leaves, bare_root = bare_copy(leaves, root)
+        _call_own(answer, bare_root, what="backward", depth=depth)  # it works in place
+        got = [_as_float(leaf.grad, "a leaf's grad") for leaf in bare_leaves]
+        _check_not_all_zero(got, expected, bare_root.grad, f" {where}")
         names = ", ".join(f"x{k}.grad" for k in range(len(leaves)))
         assert_close(
             got,
-            [leaf.grad for leaf in expected_leaves],
+            expected,
             name=f"[{names}]",
             rtol=1e-9,
             atol=1e-12,
             context=where,
-            mistakes=_backward_mistakes(expected_root, expected_leaves),
+            mistakes=_backward_mistakes(root, leaves),
         )
-        if not math.isclose(_as_float(root.grad, "root.grad"), 1.0):
+        if not math.isclose(_as_float(bare_root.grad, "root.grad"), 1.0):
             raise Wrong(
-                f"root.grad is {root.grad!r} after backward: the pass starts with "
+                f"root.grad is {bare_root.grad!r} after backward: the pass starts with "
                 f"root.grad = 1 (d(root)/d(root)) {where}"
             )
 
-    x = _signed(rng, 0.5, 2)
-    run(lambda: _twice(x, "+"), f"(for y = x0 + x0 with x0={x:.4g})")
-    run(lambda: _twice(x, "*"), f"(for y = x0 * x0 with x0={x:.4g})")
-    x0, x1 = _signed(rng, 0.3, 1.5), _signed(rng, 0.3, 1.5)
+    x = signed(rng, 0.5, 2)
+    run(lambda: twice(x, "+"), f"(for y = x0 + x0 with x0={x:.4g})")
+    run(lambda: twice(x, "*"), f"(for y = x0 * x0 with x0={x:.4g})")
+    x0, x1 = signed(rng, 0.3, 1.5), signed(rng, 0.3, 1.5)
     try:
-        run(lambda: _two_paths(Reference, x0, x1), f"(for {_TWO_PATHS}, x0={x0:.4g}, x1={x1:.4g})")
+        run(lambda: two_paths(Reference, x0, x1), f"(for {TWO_PATHS}, x0={x0:.4g}, x1={x1:.4g})")
     except Wrong as wrong:
         raise Wrong(f"{wrong}{'' if 'common mistake' in str(wrong) else _ORDER_ADVICE}") from None
-    for _ in range(6):
-        program = _Program(rng, leaves=3, steps=int(rng.integers(4, 10)))
-        run(lambda program=program: program.build(Reference), f"(for {program})")
-    depth = _deep_chain_length()
+    for _ in range(4):
+        program = Program(rng, leaves=3, steps=int(rng.integers(4, 10)))
+        run(program.build, f"(for {program})")
+    depth = deep_chain_length()
     run(
-        _deep_reference(rng, depth),
+        deep_reference(rng, depth),
         f"(for a chain v = (v + x[k % 4]) * 0.5, {depth} deep)",
         depth=depth,
     )
 
 
-def _two_paths(cls, x0: float, x1: float):
-    """t = x0.tanh(); y = t + (t * x1).tanh(): t reaches y by a short and a long path, so a
-    backward pass that does not wait for all of t's users passes on an incomplete gradient."""
-    leaves = [cls(x0), cls(x1)]
-    t = leaves[0].tanh()
-    return leaves, t + (t * leaves[1]).tanh()
-
-
-_TWO_PATHS = "t = x0.tanh(); y = t + (t * x1).tanh()"
 _ORDER_ADVICE = (
     ": t gets gradient along two paths, and must have both before it passes its gradient on. "
     "Walk the nodes in reverse topological order (each node after every node that uses it)"
 )
-
-
-def _twice(x: float, op: str):
-    """x0 + x0 or x0 * x0: one leaf used as both inputs."""
-    leaf = Reference(x)
-    return [leaf], (leaf + leaf if op == "+" else leaf * leaf)
 
 
 # ---------------------------------------------------------------- the whole Value class
@@ -662,7 +448,7 @@ _PROBES = (
 
 def _unit_cases(rng) -> list[tuple[str, Callable, float, float, dict, dict]]:
     """(text, f(a, b), a, b, data mistakes, gradient mistakes) for each operation."""
-    a, b = _signed(rng, 0.3, 2), _signed(rng, 0.5, 2)
+    a, b = signed(rng, 0.3, 2), signed(rng, 0.5, 2)
     p = float(rng.uniform(0.4, 2.0))
     if abs(p - 1) < 0.1:
         p += 0.3
@@ -900,7 +686,7 @@ def _value_class(cls, rng):
         _attempt(f"({text}).backward()", out.backward)
         ra, rb = Reference(a), Reference(b)
         ref_out = build(ra, rb)
-        walked_forward = _simulated_grads(ref_out, [ra, rb], forward=True)
+        walked_forward = simulated_grads(ref_out, [ra, rb], forward=True)
         ref_out.backward()
         got = [_as_float(x.grad, "a.grad"), _as_float(y.grad, "b.grad")]
         name = f"[a.grad, b.grad] after ({text}).backward()"
@@ -921,10 +707,10 @@ def _value_class(cls, rng):
                 f"after out = {text}; out.backward(), out.grad is {out.grad!r}: backward() "
                 f"must start with self.grad = 1"
             )
-    x0, x1 = _signed(rng, 0.3, 1.5), _signed(rng, 0.3, 1.5)
-    leaves, root = _attempt(_TWO_PATHS, _two_paths, cls, x0, x1)
+    x0, x1 = signed(rng, 0.3, 1.5), signed(rng, 0.3, 1.5)
+    leaves, root = _attempt(TWO_PATHS, two_paths, cls, x0, x1)
     _attempt("y.backward()", root.backward)
-    ref_leaves, ref_root = _two_paths(Reference, x0, x1)
+    ref_leaves, ref_root = two_paths(Reference, x0, x1)
     ref_root.backward()
     got = [_as_float(leaf.grad, "a leaf's grad") for leaf in leaves]
     try:
@@ -934,12 +720,12 @@ def _value_class(cls, rng):
             name="[x0.grad, x1.grad]",
             rtol=1e-9,
             atol=1e-12,
-            context=f"for {_TWO_PATHS} with x0={x0:.4g}, x1={x1:.4g}",
+            context=f"for {TWO_PATHS} with x0={x0:.4g}, x1={x1:.4g}",
         )
     except Wrong as wrong:
         raise Wrong(f"{wrong}{_ORDER_ADVICE}") from None
     for _ in range(6):
-        program = _Program(rng, leaves=3, steps=int(rng.integers(4, 10)))
+        program = Program(rng, leaves=3, steps=int(rng.integers(4, 10)))
         leaves, root = _attempt(str(program), program.build, cls)
         ref_leaves, ref_root = program.build(Reference)
         where = f"for {program}"
@@ -974,8 +760,8 @@ def _value_class(cls, rng):
                 f"{wrong}. Every operation passed on its own, so look at how backward() orders "
                 f"the nodes and accumulates their gradients"
             ) from None
-    depth = _deep_chain_length()
-    build = _deep_reference(rng, depth)
+    depth = deep_chain_length()
+    build = deep_reference(rng, depth)
     report = run_probe(probe_deep_chain, cls, build.weights, depth, what="your Value class")
     kind, message = report["error"] or ("", "")
     if report["stage"] == "build":
