@@ -33,6 +33,7 @@ __all__ = [
     "deep_graph",
     "deep_reference",
     "path_count",
+    "probe_every_op",
     "reachable",
     "signed",
     "simulated_grads",
@@ -273,10 +274,18 @@ class Program:
         return f"{'; '.join(lines)} (with {values}; the root is n{len(self.steps) - 1})"
 
 
-def program_probe(cls, program: Program) -> None:
-    """Build ``program`` with ``cls`` and run its backward pass (nothing returned)."""
-    _, root = program.build(cls)
-    root.backward()
+def probe_every_op(cls, a: float, b: float, c: float) -> list[float]:
+    """Every operation of an engine class on leaves a, b (and the number c), summed, then
+    backward(): a probe (see :func:`backprop_course.compare.run_probe`) that runs each method
+    of the learner's class once, so that rules can watch what they call."""
+    x, y = cls(a), cls(b)
+    outs = [x + y, x - y, x * y, x / y, x**2, x.tanh(), x.exp(), x.relu(), -x]
+    outs += [x + c, c + x, x * c, c * x, c - x, c / x]
+    total = outs[0]
+    for out in outs[1:]:
+        total = total + out
+    total.backward()
+    return [float(x.grad), float(y.grad)]
 
 
 # ---------------------------------------------------------------- small and deep graphs

@@ -12,16 +12,20 @@ from backprop_course.compare import (
     Wrong,
     assert_choice,
     assert_close,
-    call,
     expect_mapping,
     is_stub,
 )
 from backprop_course.exercises import exercise
+from backprop_course.rules import call_under_rules, refuse_reference
 
 
 def _signed(rng, low: float, high: float) -> float:
     """A number with low <= |x| <= high and a random sign."""
     return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
+
+
+# The package's finite differences are the reference answers of the two difference exercises.
+_GRADCHECK = ("backprop_course.gradcheck",)
 
 
 def _cube(x):
@@ -53,8 +57,9 @@ def _difference_cases(rng, count=6):
     ),
 )
 def _forward(answer, rng):
+    refuse_reference(answer, _GRADCHECK)
     for f, x, h, where in _difference_cases(rng):
-        got = call(answer, f, x, h, what="forward_difference")
+        got = call_under_rules(answer, f, x, h, forbid=_GRADCHECK)
         fp, f0, fm = f(x + h), f(x), f(x - h)
         assert_close(
             got,
@@ -84,8 +89,9 @@ def _forward(answer, rng):
     ),
 )
 def _central(answer, rng):
+    refuse_reference(answer, _GRADCHECK)
     for f, x, h, where in _difference_cases(rng):
-        got = call(answer, f, x, h, what="central_difference")
+        got = call_under_rules(answer, f, x, h, forbid=_GRADCHECK)
         fp, f0, fm = f(x + h), f(x), f(x - h)
         assert_close(
             got,
@@ -108,6 +114,11 @@ def _central(answer, rng):
 _EXACT_RTOL = 1e-13
 _EXACT_ATOL = 5e-14
 _EXACT_RULE = "this exercise asks for the exact derivative"
+_BY_HAND = f"{_EXACT_RULE}, worked out with the chain rule"
+# The package's ways to get a derivative without working it out: finite differences and the
+# scalar engine. (torch.autograd is not tripwired here: that would import torch into every
+# lesson-01 kernel for a check that does not otherwise need it.)
+_DIFFERENTIATORS = ("backprop_course.gradcheck", "backprop_course.autograd")
 _LOOKS_NUMERIC = (
     f"{_EXACT_RULE}; your answer looks like a finite difference (it is right to about "
     "{digits} digits, but an exact formula is right to all 16): use the chain rule to write "
@@ -168,7 +179,7 @@ _LOW_PRECISION = (np.dtype(np.float32), np.dtype(np.float16))
 def _check_derivative(answer, rng, *, name, f, exact, mistakes, low=1.2, high=2.4):
     for _ in range(8):
         x = _exact_point(rng, f, exact, low, high)
-        got = call(answer, x, what=name)
+        got = call_under_rules(answer, x, forbid=_DIFFERENTIATORS, rule=_BY_HAND)
         _assert_exact(
             got,
             exact(x),
@@ -278,7 +289,7 @@ def _gradient_point(rng) -> tuple[float, float]:
 def _gradient(answer, rng):
     for _ in range(8):
         x, y = _gradient_point(rng)
-        got = call(answer, x, y, what="grad_f")
+        got = call_under_rules(answer, x, y, forbid=_DIFFERENTIATORS, rule=_BY_HAND)
         if isinstance(got, dict) or np.ndim(got) != 1 or np.size(got) != 2:
             raise Wrong(f"grad_f should return two numbers (df/dx, df/dy), got {got!r}")
         dfdx, dfdy = y * math.cos(x) + math.exp(y), math.sin(x) + x * math.exp(y)

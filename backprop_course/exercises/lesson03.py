@@ -38,12 +38,14 @@ from backprop_course.exercises._graphs import (
     deep_chain_length,
     deep_graph,
     deep_reference,
+    probe_every_op,
     reachable,
     signed,
     simulated_grads,
     twice,
     two_paths,
 )
+from backprop_course.rules import call_under_rules, probe_under_rules, refuse_reference
 
 
 def _two_numbers(got, name: str) -> None:
@@ -60,10 +62,22 @@ def _recursion_message(what: str, depth: int) -> str:
     )
 
 
-def _call_deep(function, *args, what: str, depth: int):
-    """``call``, but a RecursionError gets its own explanation."""
+# The package's engine is off limits in every answer of this lesson: it would do the work.
+_ENGINE = ("backprop_course.autograd",)
+_OWN_RULES = (
+    "this exercise asks for your own code, not the course's engine (backprop_course.autograd)"
+)
+
+
+def _call_ruled(function, *args, **kwargs):
+    """``call``, with the package's engine forbidden while the learner's code runs."""
+    return call_under_rules(function, *args, forbid=_ENGINE, rule=_OWN_RULES, **kwargs)
+
+
+def _call_deep(function, *args, what: str | None = None, depth: int):
+    """``_call_ruled``, but a RecursionError gets its own explanation."""
     try:
-        return call(function, *args, what=what)
+        return _call_ruled(function, *args, what=what)
     except Wrong as wrong:
         if isinstance(wrong.__cause__, RecursionError):
             raise Wrong(_recursion_message(what, depth)) from None
@@ -77,7 +91,7 @@ _NO_ENGINE_METHOD = (
 )
 
 
-def _call_own(function, *args, what: str, depth: int):
+def _call_own(function, *args, what: str | None = None, depth: int):
     """The learner's function on bare nodes, with the package's engine forbidden."""
     try:
         return _call_deep(function, *args, what=what, depth=depth)
@@ -106,7 +120,7 @@ def _call_own(function, *args, what: str, depth: int):
 def _mul_backward(answer, rng):
     for _ in range(8):
         a, b, g = signed(rng, 0.2, 3), signed(rng, 0.2, 3), signed(rng, 0.2, 3)
-        got = call(answer, a, b, g, what="mul_backward")
+        got = _call_ruled(answer, a, b, g)
         _two_numbers(got, "mul_backward")
         assert_close(
             got,
@@ -148,7 +162,7 @@ def _tanh_backward(answer, rng):
     for _ in range(8):
         x, g = signed(rng, 0.2, 2.5), signed(rng, 0.2, 3)
         t = math.tanh(x)
-        got = call(answer, x, t, g, what="tanh_backward")
+        got = _call_ruled(answer, x, t, g)
         assert_close(
             got,
             (1 - t**2) * g,
@@ -187,7 +201,7 @@ def _pow_backward(answer, rng):
         x, g = float(rng.uniform(0.3, 2.5)), signed(rng, 0.2, 3)
         if abs(x - 1) < 0.1:  # x**k barely depends on k near 1
             x += 0.3
-        got = call(answer, x, n, g, what="pow_backward")
+        got = _call_ruled(answer, x, n, g)
         assert_close(
             got,
             n * x ** (n - 1) * g,
@@ -269,7 +283,7 @@ def _check_order(got, root, what: str, where: str) -> None:
 def _topological(answer, rng):
     def run(nodes, where):
         root = nodes[-1]
-        got = _call_deep(answer, root, what="topological_order", depth=len(nodes))
+        got = _call_deep(answer, root, depth=len(nodes))
         _check_order(got, root, "topological_order", where)
 
     a, b = Node("a"), Node("b")
@@ -381,7 +395,7 @@ def _backward(answer, rng):
         root.backward()
         expected = [leaf.grad for leaf in leaves]
         bare_leaves, bare_root = bare_copy(leaves, root)
-        _call_own(answer, bare_root, what="backward", depth=depth)  # it works in place
+        _call_own(answer, bare_root, depth=depth)  # it works in place
         got = [_as_float(leaf.grad, "a leaf's grad") for leaf in bare_leaves]
         _check_not_all_zero(got, expected, bare_root.grad, f" {where}")
         names = ", ".join(f"x{k}.grad" for k in range(len(leaves)))
@@ -636,6 +650,20 @@ def _find_stubs(cls) -> None:
         )
 
 
+def _check_engine_unused(cls, rng) -> None:
+    """Every operation and backward() of the learner's class, with the package's engine
+    watched: a class that hands its work to backprop_course.autograd.Value is refused.
+    Other failures are left to the detailed checks that follow."""
+    a, b, c = signed(rng, 0.3, 1.5), signed(rng, 0.5, 1.5), signed(rng, 0.5, 2.0)
+    try:
+        probe_under_rules(probe_every_op, cls, a, b, c, forbid=_ENGINE, rule=_OWN_RULES)
+    except Wrong as wrong:
+        if str(wrong).startswith(_OWN_RULES):
+            raise
+    except NotAttempted:
+        pass
+
+
 def _as_float(value, text: str) -> float:
     try:
         return float(value)
@@ -668,7 +696,9 @@ def _value_class(cls, rng):
         raise NotAttempted
     if not callable(cls):
         raise Wrong(f"expected the Value class, got {type(cls).__name__}")
+    refuse_reference(cls, _ENGINE, rule=_OWN_RULES)
     _find_stubs(cls)
+    _check_engine_unused(cls, rng)
     for text, build, a, b, data_mistakes, grad_mistakes in _unit_cases(rng):
         where = f"for a={a:.4g}, b={b:.4g}"
         x, y = cls(a), cls(b)
@@ -802,7 +832,7 @@ def _fd_evaluations(answer, rng):
     sizes = [1, 2, *(int(v) for v in rng.integers(3, 1_000_000, size=4))]
     for P in sizes:
         for scheme in ("central", "forward"):
-            got = call(answer, P, scheme=scheme, what="finite_difference_evaluations")
+            got = call(answer, P, scheme=scheme)
             expected = 2 * P if scheme == "central" else P + 1
             mistakes = {
                 "central": {
