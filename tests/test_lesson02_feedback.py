@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from graphlib import TopologicalSorter
 
+from backprop_course.autograd import Value as PackageValue
+from backprop_course.gradcheck import central_difference
 from feedback import lesson_feedback_tests
 
 
@@ -124,6 +127,8 @@ WRONG_ANSWERS = [
     ("02.reused_node", lambda x, y: (2 * x, x), "x * y was lost"),
     ("02.reused_node", lambda x, y: (y + 2 * x, y), "dL/dy"),
     ("02.reused_node", lambda x, y: y + 2 * x, "two numbers"),
+    ("02.reused_node", lambda x, y: None, "return"),
+    ("02.backward_by_hand", lambda a, b, c, f: None, "return"),
     ("02.count_passes", lambda n, m: (m, n), "swapped"),
     ("02.count_passes", lambda n, m: (n, 1), "m outputs take m passes"),
     ("02.count_passes", lambda n, m: (1, m), "n inputs take n passes"),
@@ -131,8 +136,112 @@ WRONG_ANSWERS = [
 ]
 
 
+# ---------------------------------------------------------------- shortcuts
+
+
+def forward_by_engine(a, b, c, f):
+    """The forward pass read off the package's engine, as the exercise notebook builds it."""
+    a, b, c, f = (PackageValue(v) for v in (a, b, c, f))
+    e = a * b
+    d = c - e
+    g = d * f
+    return {"e": e.data, "d": d.data, "g": g.data, "L": g.tanh().data}
+
+
+def backward_by_engine(a, b, c, f):
+    """The gradients from the package's engine instead of by hand."""
+    leaves = {k: PackageValue(v) for k, v in zip("abcf", (a, b, c, f))}
+    e = leaves["a"] * leaves["b"]
+    d = leaves["c"] - e
+    g = d * leaves["f"]
+    g.tanh().backward()
+    return {
+        "g": g.grad,
+        "d": d.grad,
+        "f": leaves["f"].grad,
+        "e": e.grad,
+        **{k: leaves[k].grad for k in "cab"},
+    }
+
+
+def backward_by_differences(a, b, c, f):
+    """Finite differences of L for the inputs, by hand for the inner nodes: close, not exact."""
+    grads = make_backward()(a, b, c, f)
+
+    def L(a=a, b=b, c=c, f=f):
+        return forward(a, b, c, f)["L"]
+
+    step = 1e-5
+    grads["a"] = (L(a=a + step) - L(a=a - step)) / (2 * step)
+    return grads
+
+
+def reused_by_engine(x, y):
+    x, y = PackageValue(x), PackageValue(y)
+    (x * y + x * x).backward()
+    return x.grad, y.grad
+
+
+def local_by_engine(op):
+    def local(x, y=None):
+        u = PackageValue(x)
+        if op == "tanh":
+            u.tanh().backward()
+            return u.grad
+        v = PackageValue(y)
+        {"+": lambda: u + v, "-": lambda: u - v, "*": lambda: u * v, "/": lambda: u / v}[
+            op
+        ]().backward()
+        return u.grad, v.grad
+
+    return local
+
+
+def local_by_central_difference(x, y):
+    """d(x / y) by the package's central difference."""
+    return (central_difference(lambda t: t / y, x), central_difference(lambda t: x / t, y))
+
+
+SHORTCUTS = [
+    ("02.forward_pass", forward_by_engine, "the answer used backprop_course.autograd"),
+    (
+        "02.topological_order",
+        lambda graph: list(TopologicalSorter(graph).static_order()),
+        "graphlib",
+    ),
+    ("02.local_derivatives", {op: local_by_engine(op) for op in LOCAL_GRADS}, "without autograd"),
+    (
+        "02.local_derivatives",
+        local_with(div=local_by_central_difference),
+        "gradcheck.central_difference",
+    ),
+    ("02.backward_by_hand", backward_by_engine, "the answer used backprop_course.autograd"),
+    ("02.backward_by_hand", backward_by_differences, "close but not exact"),
+    ("02.reused_node", reused_by_engine, "by hand, without autograd"),
+]
+
+ALSO_CORRECT = [
+    (
+        "02.forward_pass",
+        lambda a, b, c, f: dict(
+            zip("edgL", (a * b, c - a * b, (c - a * b) * f, math.tanh((c - a * b) * f)))
+        ),
+    ),
+    ("02.reused_node", lambda x, y: [2 * x + y, x]),
+    ("02.count_passes", lambda n, m: [n, m]),
+]
+
 STUBS = {"02.local_derivatives": {op: (lambda *args: ...) for op in LOCAL_GRADS}}
 
 globals().update(
-    lesson_feedback_tests("02", CORRECT_ANSWERS, WRONG_ANSWERS, several=True, stubs=STUBS)
+    lesson_feedback_tests(
+        "02",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS,
+        several=True,
+        stubs=STUBS,
+        also_correct=ALSO_CORRECT,
+        shortcuts=SHORTCUTS,
+        ruled=["02.local_derivatives", "02.backward_by_hand", "02.reused_node"],
+    )
 )

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 
 from backprop_course.autograd import Value as Reference
+from backprop_course.compare import signed
 
 __all__ = [
     "KINDS",
@@ -35,16 +36,10 @@ __all__ = [
     "path_count",
     "probe_every_op",
     "reachable",
-    "signed",
     "simulated_grads",
     "twice",
     "two_paths",
 ]
-
-
-def signed(rng, low: float, high: float) -> float:
-    """A number with low <= |x| <= high and a random sign."""
-    return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
 
 
 def deep_chain_length() -> int:

@@ -14,15 +14,10 @@ from backprop_course.compare import (
     assert_close,
     expect_mapping,
     is_stub,
+    signed,
 )
 from backprop_course.exercises import exercise
 from backprop_course.rules import call_under_rules, refuse_reference
-
-
-def _signed(rng, low: float, high: float) -> float:
-    """A number with low <= |x| <= high and a random sign."""
-    return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
-
 
 # The package's finite differences are the reference answers of the two difference exercises.
 _GRADCHECK = ("backprop_course.gradcheck",)
@@ -264,7 +259,7 @@ def _gradient_point(rng) -> tuple[float, float]:
     """(x, y) where a central difference misses a partial by more than 10x the tolerance
     (over 8 points, each partial is caught at several of them)."""
     for _ in range(100):
-        x, y = _signed(rng, 0.3, 1.5), _signed(rng, 0.3, 1.5)
+        x, y = signed(rng, 0.3, 1.5), signed(rng, 0.3, 1.5)
         dfdx, dfdy = y * math.cos(x) + math.exp(y), math.sin(x) + x * math.exp(y)
         along_x = _best_central_error(lambda t, y=y: y * np.sin(t) + t * np.exp(y), x, dfdx)
         along_y = _best_central_error(lambda t, x=x: t * np.sin(x) + x * np.exp(t), y, dfdy)

@@ -26,6 +26,7 @@ from backprop_course.compare import (
     expect_mapping,
     is_stub,
     run_probe,
+    signed,
 )
 from backprop_course.exercises import exercise
 from backprop_course.exercises._graphs import (
@@ -40,7 +41,6 @@ from backprop_course.exercises._graphs import (
     deep_reference,
     probe_every_op,
     reachable,
-    signed,
     simulated_grads,
     twice,
     two_paths,
