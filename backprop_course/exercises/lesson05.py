@@ -261,7 +261,7 @@ def _linear_backward(answer, rng):
 
 # ---------------------------------------------------------------- 05.activation_backward
 
-_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+_ACTIVATIONS = ("relu", "sigmoid")
 
 
 def _activation_expected(kind: str, x: np.ndarray, dy: np.ndarray):
@@ -286,29 +286,20 @@ def _activation_expected(kind: str, x: np.ndarray, dy: np.ndarray):
             "sigmoid is not its own derivative: d sigmoid/dx = s * (1 - s)": dy * s,
             "sign error: d sigmoid/dx = s * (1 - s), which is positive": -dy * s * (1 - s),
         }
-    t = np.tanh(x)
-    return dy * (1 - t**2), {
-        forgot: dy,
-        "used the input instead of the output: the derivative is 1 - tanh(x)**2, not 1 - x**2": dy
-        * (1 - x**2),
-        only_local: 1 - t**2,
-        "tanh is not squared: d tanh/dx = 1 - tanh(x)**2": dy * (1 - t),
-        "tanh is not its own derivative: d tanh/dx = 1 - tanh(x)**2": dy * t,
-    }
+    raise ValueError(f"unknown activation {kind!r}")
 
 
 @exercise(
     "05.activation_backward",
-    title="Backward of ReLU, sigmoid and tanh (elementwise)",
+    title="Backward of ReLU and sigmoid (elementwise)",
     points=3,
     answer="activation_backward",
     hints=(
         "An elementwise activation y = f(x) has a diagonal Jacobian: y[i, j] depends only on "
         "x[i, j]. So the backward pass is an elementwise product dx = f'(x) * dy, no matmul.",
-        "ReLU: f'(x) is 1 where x > 0 and 0 elsewhere. Sigmoid: s * (1 - s) with s = sigmoid(x). "
-        "Tanh: 1 - t**2 with t = tanh(x). Note that the last two are written with the OUTPUT.",
-        "relu: dy * (x > 0); sigmoid: s = 1 / (1 + np.exp(-x)); dy * s * (1 - s); "
-        "tanh: dy * (1 - np.tanh(x) ** 2).",
+        "ReLU: f'(x) is 1 where x > 0 and 0 elsewhere. Sigmoid: s * (1 - s) with s = sigmoid(x), "
+        "written with the OUTPUT s, as the lesson wrote tanh's slope with tanh(x).",
+        "relu: dy * (x > 0); sigmoid: s = 1 / (1 + np.exp(-x)); dy * s * (1 - s).",
     ),
 )
 def _activation_backward(answer, rng):
