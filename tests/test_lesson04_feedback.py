@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from backprop_course import nn
+from backprop_course.autograd import Value
+from backprop_course.exercises import lesson04 as reference
+from backprop_course.optim import SGD
 from feedback import lesson_feedback_tests
 
 
@@ -108,11 +113,13 @@ WRONG_ANSWERS = [
     ("04.neuron", lambda x, w, b: np.tanh(np.dot(w, x) + b), "used tanh"),
     ("04.neuron", lambda x, w, b: 1 / (1 + np.exp(np.dot(w, x) + b)), "sign slip"),
     ("04.neuron", lambda x, w, b: _sigmoid(w * x + b), "shape"),
+    ("04.neuron", lambda x, w, b: None, "is a `return` missing?"),
     ("04.mse_grad", lambda y_hat, y: 2 * (y - y_hat) / len(y), "sign error"),
     ("04.mse_grad", lambda y_hat, y: (y_hat - y) / len(y), "forgot the factor 2"),
     ("04.mse_grad", lambda y_hat, y: 2 * (y_hat - y), "mean vs sum"),
     ("04.mse_grad", lambda y_hat, y: 2 * y_hat / len(y), "forgot to subtract the target"),
     ("04.mse_grad", lambda y_hat, y: np.mean((y_hat - y) ** 2), "shape"),
+    ("04.mse_grad", lambda y_hat, y: None, "is a `return` missing?"),
     ("04.bce_grad_logit", lambda z, y, a: _sigmoid(z) - y, "ignored pos_weight"),
     ("04.bce_grad_logit", lambda z, y, a: a * (_sigmoid(z) - y), "the whole gradient"),
     (
@@ -183,6 +190,74 @@ WRONG_ANSWERS = [
 ]
 
 
+# ---------------------------------------------------------------- shortcuts (refused)
+
+
+def mse_grad_torch(y_hat, y):
+    t = torch.tensor(y_hat, requires_grad=True)
+    torch.mean((t - torch.tensor(y)) ** 2).backward()
+    return t.grad.numpy()
+
+
+def mse_grad_nn(y_hat, y):
+    loss = nn.MSELoss()
+    loss.forward(y_hat, y)
+    return loss.backward()
+
+
+def mse_grad_values(y_hat, y):
+    values = [Value(float(v)) for v in y_hat]
+    loss = sum((v - float(t)) ** 2 for v, t in zip(values, y)) * (1.0 / len(y))
+    loss.backward()
+    return np.array([v.grad for v in values])
+
+
+def bce_grad_torch(z, y, a):
+    t = torch.tensor(z, requires_grad=True)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        t, torch.tensor(y), pos_weight=torch.tensor(a), reduction="sum"
+    )
+    return torch.autograd.grad(loss, t)[0].numpy()
+
+
+def hidden_deltas_values(W2, d, z):
+    zs = [Value(float(v)) for v in z]
+    hidden = [v.sigmoid() for v in zs]
+    out = sum(
+        float(d[k]) * sum(float(W2[k, h]) * hidden[h] for h in range(len(z))) for k in range(len(d))
+    )
+    out.backward()
+    return np.array([v.grad for v in zs])
+
+
+def sgd_step_package(params, grads, lr):
+    SGD(params, lr).step(grads)
+    return params
+
+
+def train_step_reference(model, X, y, lr, wd):
+    return reference._reference_step(model, X, y, lr, wd)
+
+
+BY_HAND = "by hand, without autograd"
+SHORTCUTS = [
+    ("04.mse_grad", mse_grad_torch, "torch.Tensor.backward"),
+    ("04.mse_grad", mse_grad_nn, "backprop_course.nn.MSELoss"),
+    ("04.mse_grad", mse_grad_values, "backprop_course.autograd.Value"),
+    ("04.bce_grad_logit", bce_grad_torch, BY_HAND),
+    ("04.hidden_deltas", hidden_deltas_values, BY_HAND),
+    ("04.sgd_step", sgd_step_package, "backprop_course.optim.SGD"),
+    ("04.train_step", train_step_reference, "exercises.lesson04._reference_step"),
+]
+RULED = ["04.mse_grad", "04.bce_grad_logit", "04.hidden_deltas", "04.sgd_step"]
+
 globals().update(
-    lesson_feedback_tests("04", CORRECT_ANSWERS, WRONG_ANSWERS, also_correct=ALSO_CORRECT)
+    lesson_feedback_tests(
+        "04",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS,
+        also_correct=ALSO_CORRECT,
+        shortcuts=SHORTCUTS,
+        ruled=RULED,
+    )
 )
