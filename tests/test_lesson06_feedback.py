@@ -328,14 +328,14 @@ SHORTCUTS = [
     ("06.linear", LinearFromPackage, OWN),
     ("06.linear", reference._Linear, "exercises.lesson06._Linear"),
     ("06.linear", LinearWrappingPackage, "backprop_course.nn.Linear"),
-    ("06.linear", LinearByAutograd, "without autograd"),
+    ("06.linear", LinearByAutograd, "not autograd"),
     ("06.relu", nn.ReLU, "backprop_course.nn.ReLU"),
     ("06.relu", ReLUWrappingPackage, "backprop_course.nn.ReLU"),
     ("06.sequential", nn.Sequential, "backprop_course.nn.Sequential"),
     ("06.sequential", SequentialFromPackage, OWN),
     ("06.sequential", SequentialWrappingPackage, "backprop_course.nn.Sequential"),
     ("06.softmax_cross_entropy", softmax_ce_package, "backprop_course.nn.SoftmaxCrossEntropy"),
-    ("06.softmax_cross_entropy", softmax_ce_torch, "without autograd"),
+    ("06.softmax_cross_entropy", softmax_ce_torch, "not autograd"),
     ("06.sgd_update", sgd_package, "backprop_course.optim.SGD"),
 ]
 RULED = ["06.linear", "06.relu", "06.sequential", "06.softmax_cross_entropy", "06.sgd_update"]

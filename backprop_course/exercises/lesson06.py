@@ -22,6 +22,10 @@ from backprop_course.rules import call_under_rules, refuse_reference
 # this module's reference layers are refused (by identity and by what runs), and so is torch's
 # autograd inside a layer's forward or backward.
 _REFERENCES = ("backprop_course.nn", "backprop_course.exercises.lesson06")
+_RULE = (
+    "this exercise asks for your own code, with its gradients by hand: not the course's "
+    "reference implementation, not autograd"
+)
 
 # ------------------------------------------------------------------ reference layers
 
@@ -74,7 +78,9 @@ def _calling(method, *args, what, missing="", forbid=_REFERENCES, autograd=True)
     """The learner's method under the lesson's rules, with a pointer added when their code
     hit a missing attribute."""
     try:
-        return call_under_rules(method, *args, autograd=autograd, forbid=forbid, what=what)
+        return call_under_rules(
+            method, *args, autograd=autograd, forbid=forbid, rule=_RULE, what=what
+        )
     except Wrong as error:
         if missing and isinstance(error.__cause__, AttributeError):
             raise Wrong(f"{error}. {missing}") from error
@@ -407,7 +413,9 @@ def _softmax_cross_entropy(answer, rng):
         y = rng.integers(0, k, size=batch)
         rows = np.arange(batch)
         where = f"for logits of shape {logits.shape}" + (" (large logits)" if case == 4 else "")
-        got = call_under_rules(answer, logits.copy(), y.copy(), autograd=True, forbid=_REFERENCES)
+        got = call_under_rules(
+            answer, logits.copy(), y.copy(), autograd=True, forbid=_REFERENCES, rule=_RULE
+        )
         parts = unpack(got, ("loss", "dlogits"))
         loss, dlogits = parts["loss"], parts["dlogits"]
         p = _softmax(logits)
