@@ -380,6 +380,13 @@ SHORTCUTS = [
 ]
 RULED = sorted({s[0] for s in SHORTCUTS})
 
+WRONG_ANSWERS += [
+    ("05.linear_backward", lambda X, W, dY: None, "is a `return` missing?"),
+    ("05.linear_backward", lambda X, W, dY: (dY @ W.T, None, dY.sum(axis=0)), "is a `return`"),
+    ("05.softmax_ce_backward", lambda z, y: softmax_ce_backward(z, y).T, "transposed"),
+    ("05.two_layer_backward", lambda *a: None, "is a `return` missing?"),
+]
+
 STUBS = {"05.activation_backward": {k: (lambda *args: ...) for k in ACTIVATIONS}}
 
 globals().update(

@@ -96,8 +96,9 @@ def _close(
                 f"it matches a common mistake: {mistake}"
             )
     same_shape = {k: v for k, v in mistakes.items() if np.shape(v) == np.shape(expected)}
+    # the answer as given, so that a float32 one is told so
     assert_close(
-        got_array, expected, name=name, rtol=rtol, atol=atol, mistakes=same_shape, context=context
+        got, expected, name=name, rtol=rtol, atol=atol, mistakes=same_shape, context=context
     )
 
 
