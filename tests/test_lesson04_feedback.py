@@ -84,7 +84,7 @@ def weighted_bce_grad(z, y, a):
 
 CORRECT_ANSWERS = {
     "04.neuron": lambda x, w, b: _sigmoid(np.dot(w, x) + b),
-    "04.mse_grad": lambda y_hat, y: 2 * (y_hat - y) / len(y),
+    "04.mse_grad": lambda y_hat, y: 2 * (y_hat - y) / y_hat.size,
     "04.bce_grad_logit": weighted_bce_grad,
     "04.hidden_deltas": lambda W2, d, z: (W2.T @ d) * _sigmoid(z) * (1 - _sigmoid(z)),
     "04.sgd_step": lambda params, grads, lr: [p - lr * g for p, g in zip(params, grads)],
@@ -94,7 +94,7 @@ CORRECT_ANSWERS = {
 # Other correct ways to write the same answers.
 ALSO_CORRECT = [
     ("04.neuron", lambda x, w, b: float(0.5 * (1 + np.tanh(0.5 * (w @ x + b))))),
-    ("04.mse_grad", lambda y_hat, y: (2 / y.shape[0]) * (y_hat - y)),
+    ("04.mse_grad", lambda y_hat, y: (2 / np.prod(y.shape)) * (y_hat - y)),
     (
         "04.bce_grad_logit",
         lambda z, y, a: np.where(y == 1, -a / (1 + np.exp(z)), np.exp(z) / (1 + np.exp(z))),
@@ -114,11 +114,14 @@ WRONG_ANSWERS = [
     ("04.neuron", lambda x, w, b: 1 / (1 + np.exp(np.dot(w, x) + b)), "sign slip"),
     ("04.neuron", lambda x, w, b: _sigmoid(w * x + b), "shape"),
     ("04.neuron", lambda x, w, b: None, "is a `return` missing?"),
-    ("04.mse_grad", lambda y_hat, y: 2 * (y - y_hat) / len(y), "sign error"),
-    ("04.mse_grad", lambda y_hat, y: (y_hat - y) / len(y), "forgot the factor 2"),
+    ("04.mse_grad", lambda y_hat, y: 2 * (y - y_hat) / y.size, "sign error"),
+    ("04.mse_grad", lambda y_hat, y: (y_hat - y) / y.size, "forgot the factor 2"),
+    ("04.mse_grad", lambda y_hat, y: 2 * (y_hat - y) / len(y), "divided by the batch size n only"),
+    ("04.mse_grad", lambda y_hat, y: 2 * (y_hat - y) / y.shape[1], "number of outputs K only"),
     ("04.mse_grad", lambda y_hat, y: 2 * (y_hat - y), "mean vs sum"),
-    ("04.mse_grad", lambda y_hat, y: 2 * y_hat / len(y), "forgot to subtract the target"),
+    ("04.mse_grad", lambda y_hat, y: 2 * y_hat / y.size, "forgot to subtract the target"),
     ("04.mse_grad", lambda y_hat, y: np.mean((y_hat - y) ** 2), "shape"),
+    ("04.mse_grad", lambda y_hat, y: (2 * (y_hat - y) / y.size).T, "transposed"),
     ("04.mse_grad", lambda y_hat, y: None, "is a `return` missing?"),
     ("04.bce_grad_logit", lambda z, y, a: _sigmoid(z) - y, "ignored pos_weight"),
     ("04.bce_grad_logit", lambda z, y, a: a * (_sigmoid(z) - y), "the whole gradient"),
@@ -206,10 +209,10 @@ def mse_grad_nn(y_hat, y):
 
 
 def mse_grad_values(y_hat, y):
-    values = [Value(float(v)) for v in y_hat]
-    loss = sum((v - float(t)) ** 2 for v, t in zip(values, y)) * (1.0 / len(y))
+    values = [Value(float(v)) for v in y_hat.ravel()]
+    loss = sum((v - float(t)) ** 2 for v, t in zip(values, y.ravel())) * (1.0 / y.size)
     loss.backward()
-    return np.array([v.grad for v in values])
+    return np.array([v.grad for v in values]).reshape(y.shape)
 
 
 def bce_grad_torch(z, y, a):

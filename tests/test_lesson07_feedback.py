@@ -127,7 +127,7 @@ def layernorm_torch(dy, x, gamma, eps):
 
 
 CORRECT_ANSWERS = {
-    "07.vanishing_bound": lambda L: 0.25**L,
+    "07.vanishing_bound": lambda L, w_max: (w_max / 4) ** L,
     "07.init_std": make_init_std(None),
     "07.clip_by_global_norm": make_clip(None),
     "07.batchnorm_backward": make_norm(0),
@@ -135,7 +135,7 @@ CORRECT_ANSWERS = {
 }
 
 ALSO_CORRECT = [
-    ("07.vanishing_bound", lambda L: (0.5 * (1 - 0.5)) ** L),
+    ("07.vanishing_bound", lambda L, w: float(np.prod([w * 0.5 * (1 - 0.5)] * L))),
     ("07.init_std", lambda fi, fo, kind: (2 / (fi + fo if kind == "glorot" else fi)) ** 0.5),
     ("07.clip_by_global_norm", clip_torch_style),
     ("07.layernorm_backward", lambda dy, x, g, eps: list(make_norm(1)(dy, x, g, eps))),
@@ -143,10 +143,12 @@ ALSO_CORRECT = [
 ]
 
 WRONG_ANSWERS = [
-    ("07.vanishing_bound", lambda L: 0.5**L, "used 1/2"),
-    ("07.vanishing_bound", lambda L: 0.25 ** (L - 1), "off by one layer"),
-    ("07.vanishing_bound", lambda L: 0.25 * L, "instead of raising it to the power"),
-    ("07.vanishing_bound", lambda L: 1.0, "bound for tanh"),
+    ("07.vanishing_bound", lambda L, w: (w / 2) ** L, "used 1/2"),
+    ("07.vanishing_bound", lambda L, w: (w / 4) ** (L - 1), "off by one layer"),
+    ("07.vanishing_bound", lambda L, w: w / 4 * L, "instead of raising to the power"),
+    ("07.vanishing_bound", lambda L, w: 0.25**L, "ignored the weights"),
+    ("07.vanishing_bound", lambda L, w: w**L, "ignored the sigmoid's slope"),
+    ("07.vanishing_bound", lambda L, w: w * 0.25**L, "counted the weight once"),
     ("07.init_std", make_init_std("no sqrt"), "forgot the square root"),
     ("07.init_std", make_init_std("fan_in only"), "used fan_in only"),
     ("07.init_std", make_init_std("uniform bound"), "uniform distribution"),
@@ -183,7 +185,7 @@ WRONG_ANSWERS = [
         lambda dy, x, g, eps: (make_norm(1)(dy, x, g, eps)[0].T, *make_norm(1)(dy, x, g, eps)[1:]),
         "transposed",
     ),
-    ("07.vanishing_bound", lambda L: None, "is a `return` missing?"),
+    ("07.vanishing_bound", lambda L, w: None, "is a `return` missing?"),
 ]
 
 # ---------------------------------------------------------------- shortcuts (refused)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    assert_close,
+    call,
+    distinct_sizes,
+    is_stub,
+)
 from backprop_course.exercises import exercise
 from backprop_course.rules import call_under_rules
 from backprop_course.scalar_nn import MLP
@@ -71,43 +78,44 @@ def _neuron(answer, rng):
         )
 
 
-def _batch(rng):
-    n = int(rng.integers(3, 13))
-    return n, rng.normal(size=n), rng.normal(size=n)
-
-
 @exercise(
     "04.mse_grad",
-    title="The gradient of the mean squared error",
+    title="The gradient of the mean squared error, for a batch of vector outputs",
     points=2,
     answer="mse_grad",
     hints=(
-        "L = (1/n) Σ (ŷ_i - y_i)²; differentiate with respect to one prediction ŷ_i: "
-        "only one term of the sum contains it.",
-        "The derivative of (ŷ_i - y_i)² is 2 (ŷ_i - y_i); the 1/n of the mean stays.",
-        "Return 2 * (y_hat - y) / len(y).",
+        "L = mean over all n * K entries of (y_hat - y)**2; differentiate with respect to one "
+        "entry y_hat[i, k]: only one term of the sum contains it.",
+        "The derivative of (y_hat[i, k] - y[i, k])**2 is 2 (y_hat[i, k] - y[i, k]); the mean "
+        "divides by the number of entries, n * K, not by n alone.",
+        "Return 2 * (y_hat - y) / y_hat.size.",
     ),
 )
 def _mse_grad(answer, rng):
     for _ in range(6):
-        n, y_hat, y = _batch(rng)
+        n, K = distinct_sizes(rng, 2, 2, 9)  # n != K: dividing by the wrong one shows
+        y_hat, y = rng.normal(size=(n, K)), rng.normal(size=(n, K))
         got = _by_hand(answer, y_hat.copy(), y.copy())
         diff = y_hat - y
         assert_close(
             got,
-            2 * diff / n,
+            2 * diff / (n * K),
             name="mse_grad(y_hat, y)",
             rtol=1e-7,
-            context=f"for a batch of n={n}",
+            context=f"for a batch of n={n} examples with K={K} outputs each",
             mistakes={
-                "sign error: the gradient is 2 (y_hat - y) / n, not 2 (y - y_hat) / n": -2
+                "sign error: the gradient is 2 (y_hat - y) / (n K), not 2 (y - y_hat) / (n K)": -2
+                * diff
+                / (n * K),
+                "forgot the factor 2 from differentiating the square": diff / (n * K),
+                "divided by the batch size n only: L is the mean over all n * K entries": 2
                 * diff
                 / n,
-                "forgot the factor 2 from differentiating the square": diff / n,
-                "mean vs sum: L is the mean, so the gradient carries a factor 1/n "
-                "(the batch size)": 2 * diff,
-                "mean vs sum and no factor 2": diff,
-                "forgot to subtract the target y": 2 * y_hat / n,
+                "divided by the number of outputs K only: L is the mean over all n * K entries": 2
+                * diff
+                / K,
+                "mean vs sum: L is the mean, so the gradient carries a factor 1/(n K)": 2 * diff,
+                "forgot to subtract the target y": 2 * y_hat / (n * K),
             },
         )
 

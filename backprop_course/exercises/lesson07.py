@@ -35,34 +35,44 @@ _CLIP_REFERENCES = ("torch.nn.utils.clip_grad",)
     points=1,
     answer="vanishing_bound",
     hints=(
-        "Backpropagating through one sigmoid multiplies the gradient by sigma'(z) = "
-        "sigma(z) (1 - sigma(z)). How large can that factor be, and where?",
-        "sigma(z) (1 - sigma(z)) is largest at z = 0, where sigma = 1/2: the factor is at most "
-        "1/2 * 1/2 = 1/4. L layers multiply L such factors.",
-        "Return 0.25 ** L.",
+        "Backpropagating through one neuron of the chain multiplies the gradient by its weight w "
+        "and by the sigmoid's slope sigma'(z) = sigma(z) (1 - sigma(z)). How large can each "
+        "factor be?",
+        "sigma(z) (1 - sigma(z)) is at most 1/4 (at z = 0), and |w| is at most w_max, so one "
+        "layer multiplies the gradient by at most w_max / 4. L layers multiply L such factors.",
+        "Return (w_max / 4) ** L.",
     ),
 )
 def _vanishing_bound(answer, rng):
     depths = [*rng.choice(np.arange(3, 16), size=4, replace=False).tolist(), 1, 2]
     for depth in depths:
         depth = int(depth)
-        got = call(answer, depth)
+        w_max = float(rng.uniform(0.5, 8.0))
+        while min(abs(w_max - c) for c in (1.0, 2.0, 4.0)) < 0.2:  # no coincidences
+            w_max = float(rng.uniform(0.5, 8.0))
+        got = call(answer, depth, w_max)
+        factor = w_max / 4
         assert_close(
             got,
-            0.25**depth,
-            name=f"vanishing_bound({depth})",
+            factor**depth,
+            name=f"vanishing_bound({depth}, {w_max:.4g})",
             rtol=1e-9,
             atol=0.0,
-            context=f"for L={depth} layers",
+            context=f"for L={depth} layers and w_max={w_max:.4g}",
             mistakes={
+                "ignored the weights: each layer multiplies by its weight too, so by at most "
+                "w_max / 4": 0.25**depth,
+                "ignored the sigmoid's slope: each layer also multiplies by sigma'(z) <= 1/4": (
+                    w_max**depth
+                ),
+                "counted the weight once: every layer has its own weight, so the factor per "
+                "layer is w_max / 4": w_max * 0.25**depth,
                 "used 1/2, the sigmoid's value at 0; the bound is on its derivative, "
-                "sigma(0) (1 - sigma(0)) = 1/4": 0.5**depth,
-                "off by one layer: each of the L layers contributes one factor 1/4": 0.25
+                "sigma(0) (1 - sigma(0)) = 1/4": (w_max / 2) ** depth,
+                "off by one layer: each of the L layers contributes one factor w_max / 4": factor
                 ** (depth - 1),
-                "off by one layer (one factor too many)": 0.25 ** (depth + 1),
-                "multiplied 1/4 by L instead of raising it to the power L": 0.25 * depth,
-                "divided by 4L: the factors multiply, so the bound is (1/4)^L": 0.25 / depth,
-                "this is the bound for tanh (tanh'(0) = 1), not the sigmoid": 1.0,
+                "off by one layer (one factor too many)": factor ** (depth + 1),
+                "multiplied by L instead of raising to the power L": factor * depth,
             },
         )
 
