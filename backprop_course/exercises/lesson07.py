@@ -25,8 +25,13 @@ _NORM_REFERENCES = (
     "backprop_course.gradcheck",
     "backprop_course.exercises.lesson07",
 )
+_NORM_RULE = (
+    "this exercise asks for the gradient by hand, without autograd or the course's "
+    "normalization layers"
+)
 # Clipping is the learner's own: torch's clip_grad_norm_ (and friends) is refused.
 _CLIP_REFERENCES = ("torch.nn.utils.clip_grad",)
+_CLIP_RULE = "this exercise asks for your own clipping in numpy, not torch's clip_grad_norm_"
 
 
 @exercise(
@@ -193,7 +198,9 @@ def _clip_check(answer, rng):
             max_norm = total * rng.uniform(1.1, 1.5)
         else:
             max_norm = float(min(norms.min(), total) * rng.uniform(0.2, 0.6))
-        got = call_under_rules(answer, [g.copy() for g in grads], max_norm, forbid=_CLIP_REFERENCES)
+        got = call_under_rules(
+            answer, [g.copy() for g in grads], max_norm, forbid=_CLIP_REFERENCES, rule=_CLIP_RULE
+        )
         if not isinstance(got, (list, tuple)):
             raise Wrong(
                 "clip_by_global_norm should return a list of arrays (one per gradient), got "
@@ -267,7 +274,14 @@ def _norm_exercise(answer, rng, *, axis):
         dy = rng.normal(size=(n, d))
         eps = 1e-5
         got = call_under_rules(
-            answer, dy.copy(), x.copy(), gamma.copy(), eps, autograd=True, forbid=_NORM_REFERENCES
+            answer,
+            dy.copy(),
+            x.copy(),
+            gamma.copy(),
+            eps,
+            autograd=True,
+            forbid=_NORM_REFERENCES,
+            rule=_NORM_RULE,
         )
         parts = unpack(got, ("dx", "dgamma", "dbeta"))
         dgamma, dbeta = as_array(parts["dgamma"], "dgamma"), as_array(parts["dbeta"], "dbeta")
