@@ -189,7 +189,9 @@ WRONG_ANSWERS = [
     ("04.train_step", make_train_step(penalty=0.0), "without the penalty"),
     ("04.train_step", make_train_step(penalty=2.0), "without its 1/2"),
     ("04.train_step", train_step_rebinding, "did not change"),
-    ("04.train_step", lambda model, X, y, lr, wd: None, "as a number"),
+    ("04.train_step", lambda model, X, y, lr, wd: None, "is a `return` missing?"),
+    ("04.train_step", lambda model, X, y, lr, wd: "small", "as a number"),
+    ("04.sgd_step", lambda params, grads, lr: None, "is a `return` missing?"),
 ]
 
 

@@ -215,6 +215,8 @@ WRONG_ANSWERS = [
     ("06.iterate_minibatches", make_batches(separate=True), "X and y shuffled differently"),
     ("06.iterate_minibatches", make_batches(replace=True), "exactly once per epoch"),
     ("06.iterate_minibatches", make_batches(global_rng=True), "the rng argument"),
+    ("06.iterate_minibatches", lambda X, y, batch_size, rng: None, "is a `yield`"),
+    ("06.accuracy", lambda scores, y: None, "is a `return` missing?"),
     ("06.sgd_update", sgd_rebinding, "rebinding instead of updating in place"),
     ("06.sgd_update", sgd_list, "rebinding instead of updating in place"),
     ("06.sgd_update", sgd_sign, "sign error"),

@@ -159,6 +159,7 @@ WRONG_ANSWERS = [
     ("07.clip_by_global_norm", make_clip("always"), "scaled when under the threshold"),
     ("07.clip_by_global_norm", make_clip("no sqrt"), "forgot the square root in the norm"),
     ("07.clip_by_global_norm", lambda grads, m: grads[0], "list of arrays"),
+    ("07.clip_by_global_norm", lambda grads, m: None, "is a `return` missing?"),
     ("07.clip_by_global_norm", lambda grads, m: grads[:1], "returned 1 arrays"),
     ("07.batchnorm_backward", make_norm(0, "no mean"), "forgot the mean term"),
     ("07.batchnorm_backward", make_norm(0, "no var"), "forgot the variance term"),

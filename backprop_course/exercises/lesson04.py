@@ -243,6 +243,8 @@ def _sgd_step(answer, rng):
             lr,
             forbid=("backprop_course.optim",),
         )
+        if got is None:
+            raise Wrong("sgd_step returned None: is a `return` missing? It returns the new arrays")
         if not isinstance(got, (list, tuple)):
             raise Wrong(
                 f"sgd_step should return a list of new parameter arrays, got {type(got).__name__}"
@@ -305,6 +307,8 @@ def _params(model) -> np.ndarray:
 
 
 def _as_loss(value, step: int) -> float:
+    if value is None:
+        raise Wrong(f"train_step returned None in step {step}: is a `return` missing?")
     if hasattr(value, "data") and not isinstance(value, np.ndarray):
         value = value.data
     try:

@@ -480,6 +480,11 @@ def _collect(answer, X, y, batch_size, seed):
         batch_size,
         np.random.default_rng(seed),
     )
+    if got is None:
+        raise Wrong(
+            "iterate_minibatches returned None: is a `yield` (or the `return` of a list of "
+            "batches) missing?"
+        )
     try:
         batches = list(got)
     except TypeError as error:

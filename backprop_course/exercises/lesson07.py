@@ -201,6 +201,8 @@ def _clip_check(answer, rng):
         got = call_under_rules(
             answer, [g.copy() for g in grads], max_norm, forbid=_CLIP_REFERENCES, rule=_CLIP_RULE
         )
+        if got is None:
+            raise Wrong("clip_by_global_norm returned None: is a `return` missing?")
         if not isinstance(got, (list, tuple)):
             raise Wrong(
                 "clip_by_global_norm should return a list of arrays (one per gradient), got "
