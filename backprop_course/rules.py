@@ -6,7 +6,8 @@ runs the learner's code under :func:`enforce`, which
 
 - tripwires torch's autograd entry points (``Tensor.backward``,
   ``torch.autograd.grad``, ``torch.autograd.functional``, ``torch.func``...) and
-  turns grad mode off, and
+  turns grad mode off; where torch is not loaded yet, importing it (or another
+  autodiff package) is what is refused, and
 - watches, with a profile hook, for any call into the forbidden parts of the
   package (a function, a class's methods, a whole module), so an alias, a
   wrapper or a subclass of a reference is caught by what it does, not only by
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.abc
 import inspect
 import sys
 import types
@@ -76,6 +78,12 @@ _AUTOGRAD_ENTRY_POINTS = (
 
 
 _AUTOGRAD_NAMES = tuple(f"{module}.{attribute}" for module, attribute in _AUTOGRAD_ENTRY_POINTS)
+
+
+def _autograd_names() -> tuple[str, ...]:
+    """The autodiff code to watch for: torch's entry points and micrograd's engine, if loaded."""
+    names = _AUTOGRAD_NAMES if "torch" in sys.modules else ()
+    return names + (("micrograd.engine",) if "micrograd.engine" in sys.modules else ())
 
 
 def _resolve(dotted: str) -> Any:
@@ -166,9 +174,48 @@ def _tripwire(name: str, watch: _Watch, rule: str) -> Callable:
     return forbidden
 
 
+# Automatic differentiation libraries an answer might import to avoid the work.
+_AUTODIFF_PACKAGES = ("torch", "micrograd", "jax", "autograd")
+
+
+class _BlockImports(importlib.abc.MetaPathFinder):
+    """Refuses to import the autodiff packages that are not imported yet."""
+
+    def __init__(self, packages: tuple[str, ...], watch: _Watch, rule: str) -> None:
+        self.packages, self.watch, self.rule = packages, watch, rule
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        top = fullname.split(".", 1)[0]
+        if top in self.packages:
+            self.watch.hit(f"import {top}")
+            raise RuleBroken(f"{self.rule}; the answer imported {top}")
+        return None
+
+
 @contextmanager
 def _no_autograd(watch: _Watch, rule: str) -> Iterator[None]:
-    import torch  # only exercises that forbid autograd pay for importing it
+    """Autograd tripwired when torch is loaded; loading an autodiff package refused otherwise.
+
+    A lesson that never imported torch does not pay for importing it (seconds in every
+    grader kernel): an answer there could only use autograd by importing it, and that
+    import is what gets refused.
+    """
+    blocked = tuple(p for p in _AUTODIFF_PACKAGES if p not in sys.modules)
+    finder = _BlockImports(blocked, watch, rule)
+    sys.meta_path.insert(0, finder)
+    try:
+        if "torch" in sys.modules:
+            with _torch_tripwires(watch, rule):
+                yield
+        else:
+            yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+@contextmanager
+def _torch_tripwires(watch: _Watch, rule: str) -> Iterator[None]:
+    import torch
 
     with ExitStack() as stack:
         for module_path, attribute in _AUTOGRAD_ENTRY_POINTS:
@@ -218,7 +265,7 @@ def enforce(
     watch = _Watch()
     # autograd's entry points are watched by their code too: an alias bound before the
     # check (``from torch.autograd import grad``) escapes the tripwire, not the watch.
-    names = tuple(forbid) + (_AUTOGRAD_NAMES if autograd else ())
+    names = tuple(forbid) + (_autograd_names() if autograd else ())
     codes = _forbidden_codes(names)
     with ExitStack() as stack:
         if autograd:

@@ -85,7 +85,18 @@ ALSO_CORRECT = [
     ("01.best_step", measured_best_step()),
 ]
 
+
+def torch_chain_rule(x):
+    """df/dx of cos(x**3) from torch's autograd."""
+    import torch
+
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        return float(torch.autograd.grad(torch.cos(t**3), t)[0])
+
+
 SHORTCUTS = [
+    ("01.chain_rule", torch_chain_rule, "the answer called torch.autograd.grad"),
     ("01.forward_difference", gradcheck.forward_difference, "not the course's reference"),
     ("01.central_difference", gradcheck.central_difference, "not the course's reference"),
     ("01.central_difference", functools.partial(gradcheck.central_difference), "gradcheck"),

@@ -176,6 +176,17 @@ def backward_by_differences(a, b, c, f):
     return grads
 
 
+def reused_by_torch(x, y):
+    """The gradient of L = x*y + x*x from torch's autograd."""
+    import torch
+
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    ty = torch.tensor(y, dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        (tx * ty + tx * tx).backward()
+    return float(tx.grad), float(ty.grad)
+
+
 def reused_by_engine(x, y):
     x, y = PackageValue(x), PackageValue(y)
     (x * y + x * x).backward()
@@ -218,6 +229,7 @@ SHORTCUTS = [
     ("02.backward_by_hand", backward_by_engine, "the answer used backprop_course.autograd"),
     ("02.backward_by_hand", backward_by_differences, "close but not exact"),
     ("02.reused_node", reused_by_engine, "by hand, without autograd"),
+    ("02.reused_node", reused_by_torch, "the answer called torch.Tensor.backward"),
 ]
 
 ALSO_CORRECT = [

@@ -111,8 +111,8 @@ _EXACT_ATOL = 5e-14
 _EXACT_RULE = "this exercise asks for the exact derivative"
 _BY_HAND = f"{_EXACT_RULE}, worked out with the chain rule"
 # The package's ways to get a derivative without working it out: finite differences and the
-# scalar engine. (torch.autograd is not tripwired here: that would import torch into every
-# lesson-01 kernel for a check that does not otherwise need it.)
+# scalar engine. torch's autograd is refused by autograd=True (by importing it, in a kernel
+# that has not loaded torch: see backprop_course.rules).
 _DIFFERENTIATORS = ("backprop_course.gradcheck", "backprop_course.autograd")
 _LOOKS_NUMERIC = (
     f"{_EXACT_RULE}; your answer looks like a finite difference (it is right to about "
@@ -174,7 +174,7 @@ _LOW_PRECISION = (np.dtype(np.float32), np.dtype(np.float16))
 def _check_derivative(answer, rng, *, name, f, exact, mistakes, low=1.2, high=2.4):
     for _ in range(8):
         x = _exact_point(rng, f, exact, low, high)
-        got = call_under_rules(answer, x, forbid=_DIFFERENTIATORS, rule=_BY_HAND)
+        got = call_under_rules(answer, x, autograd=True, forbid=_DIFFERENTIATORS, rule=_BY_HAND)
         _assert_exact(
             got,
             exact(x),
@@ -284,7 +284,7 @@ def _gradient_point(rng) -> tuple[float, float]:
 def _gradient(answer, rng):
     for _ in range(8):
         x, y = _gradient_point(rng)
-        got = call_under_rules(answer, x, y, forbid=_DIFFERENTIATORS, rule=_BY_HAND)
+        got = call_under_rules(answer, x, y, autograd=True, forbid=_DIFFERENTIATORS, rule=_BY_HAND)
         if isinstance(got, dict) or np.ndim(got) != 1 or np.size(got) != 2:
             raise Wrong(f"grad_f should return two numbers (df/dx, df/dy), got {got!r}")
         dfdx, dfdy = y * math.cos(x) + math.exp(y), math.sin(x) + x * math.exp(y)

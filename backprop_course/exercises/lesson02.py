@@ -333,12 +333,16 @@ def _local(answer, rng):
                 x, y = signed(rng, 0.3, 2.0), signed(rng, 0.3, 2.0)
                 expected, mistakes = _local_expected(op, x, y)
                 if op == "tanh":
-                    got = call_under_rules(function, x, forbid=_TOOLS, rule=BY_HAND, what=name)
+                    got = call_under_rules(
+                        function, x, autograd=True, forbid=_TOOLS, rule=BY_HAND, what=name
+                    )
                     if isinstance(got, (tuple, list)) and len(got) == 1:
                         got = got[0]
                     context, shape = f"for x={x:.4g}", "one number, d(out)/dx"
                 else:
-                    got = call_under_rules(function, x, y, forbid=_TOOLS, rule=BY_HAND, what=name)
+                    got = call_under_rules(
+                        function, x, y, autograd=True, forbid=_TOOLS, rule=BY_HAND, what=name
+                    )
                     context, shape = f"for x={x:.4g}, y={y:.4g}", "(d(out)/dx, d(out)/dy)"
                 if np.shape(got) != np.shape(expected):
                     raise Wrong(
@@ -397,7 +401,7 @@ def _backward(answer, rng):
     keys = tuple(step[0] for step in _BACKWARD_STEPS)
     for a, b, c, f, where in _graph_inputs(rng):
         got = _as_dict(
-            call_under_rules(answer, a, b, c, f, forbid=_TOOLS, rule=BY_HAND),
+            call_under_rules(answer, a, b, c, f, autograd=True, forbid=_TOOLS, rule=BY_HAND),
             "backward(a, b, c, f)",
             keys,
         )
@@ -475,7 +479,7 @@ def _reused(answer, rng):
         x, y = signed(rng, 0.4, 2.0), signed(rng, 0.4, 2.0)
         if abs(y - x) < 0.2 or abs(y + x) < 0.2:
             y += 0.5
-        got = call_under_rules(answer, x, y, forbid=_TOOLS, rule=BY_HAND)
+        got = call_under_rules(answer, x, y, autograd=True, forbid=_TOOLS, rule=BY_HAND)
         if isinstance(got, Mapping) or np.ndim(got) != 1 or np.size(got) != 2:
             raise Wrong(f"grad_reused should return two numbers (dL/dx, dL/dy), got {got!r}")
         _assert_by_hand(

@@ -71,7 +71,9 @@ _OWN_RULES = (
 
 def _call_ruled(function, *args, **kwargs):
     """``call``, with the package's engine forbidden while the learner's code runs."""
-    return call_under_rules(function, *args, forbid=_ENGINE, rule=_OWN_RULES, **kwargs)
+    return call_under_rules(
+        function, *args, autograd=True, forbid=_ENGINE, rule=_OWN_RULES, **kwargs
+    )
 
 
 def _call_deep(function, *args, what: str | None = None, depth: int):
@@ -656,7 +658,9 @@ def _check_engine_unused(cls, rng) -> None:
     Other failures are left to the detailed checks that follow."""
     a, b, c = signed(rng, 0.3, 1.5), signed(rng, 0.5, 1.5), signed(rng, 0.5, 2.0)
     try:
-        probe_under_rules(probe_every_op, cls, a, b, c, forbid=_ENGINE, rule=_OWN_RULES)
+        probe_under_rules(
+            probe_every_op, cls, a, b, c, autograd=True, forbid=_ENGINE, rule=_OWN_RULES
+        )
     except Wrong as wrong:
         if str(wrong).startswith(_OWN_RULES):
             raise
