@@ -73,17 +73,20 @@ def one_thread():
     ],
 )
 def test_bad_config_names_the_field(make, field):
+    """A config that cannot work fails when made, naming the field."""
     with pytest.raises(ValueError, match=field):
         make()
 
 
 def test_block_size_longer_than_validation_text_fails_before_training():
+    """A context longer than the validation text fails before any training step."""
     too_long = GPTConfig(block_size=len(load_shakespeare().val) + 10, n_layer=1, n_head=1, n_embd=8)
     with pytest.raises(ValueError, match=r"block_size=\d+ is too long.*validation split"):
         train(too_long, tiny_train(), progress=False)
 
 
 def test_presets_are_fresh_copies():
+    """preset() returns copies (changing one leaves the table alone); an unknown name is refused."""
     _, train_config = preset("cpu")
     train_config.max_iters = 1
     assert preset("cpu")[1].max_iters != 1
@@ -92,6 +95,7 @@ def test_presets_are_fresh_copies():
 
 
 def test_asking_for_cuda_without_a_gpu_names_the_device_found():
+    """Asking for CUDA without a GPU raises, naming the device that is there."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match=r"'cuda' was asked for.*found is '(cpu|mps)'"):
@@ -103,6 +107,7 @@ def test_asking_for_cuda_without_a_gpu_names_the_device_found():
 
 
 def test_corpus_split_and_vocabulary_follow_nanogpt():
+    """The bundled text, its 65 characters and the 90/10 split match nanoGPT's shakespeare-char."""
     text = load_text()
     splits = load_shakespeare()
     assert len(text) == 1_115_394
@@ -112,6 +117,7 @@ def test_corpus_split_and_vocabulary_follow_nanogpt():
 
 
 def test_tokenizer_round_trip_and_unknown_character():
+    """encode/decode round-trip; a character outside the vocabulary is named."""
     tokenizer = CharTokenizer("hello world")
     assert tokenizer.decode(tokenizer.encode("low")) == "low"
     with pytest.raises(ValueError, match="'z' is not in the vocabulary"):
@@ -119,6 +125,7 @@ def test_tokenizer_round_trip_and_unknown_character():
 
 
 def test_get_batch_shapes_and_targets_shifted_by_one():
+    """Batches are (B, T) windows, targets shifted by one, repeatable by seed."""
     data = torch.arange(1000)
     generator = torch.Generator().manual_seed(0)
     x, y = get_batch(data, 8, 32, generator)
@@ -129,6 +136,7 @@ def test_get_batch_shapes_and_targets_shifted_by_one():
 
 
 def test_val_windows_cover_the_text_once():
+    """Validation windows are consecutive and cover the text once."""
     data = torch.arange(101)
     x, y = val_windows(data, 10)
     assert x.shape == (10, 10) and torch.equal(x.flatten(), data[:100])
@@ -139,6 +147,7 @@ def test_val_windows_cover_the_text_once():
 
 
 def test_forward_shapes_and_initial_loss_near_uniform():
+    """Logits are (B, T, vocab), the untrained loss is near ln 65, too long an input fails."""
     torch.manual_seed(0)
     model = GPT(TINY)
     idx = torch.randint(65, (3, 16))
@@ -151,6 +160,7 @@ def test_forward_shapes_and_initial_loss_near_uniform():
 
 
 def test_fused_and_explicit_attention_agree():
+    """Fused and explicit attention give the same outputs and gradients."""
     torch.manual_seed(0)
     fused = GPT(TINY)
     explicit = GPT(dataclasses.replace(TINY, fused_attention=False))
@@ -164,6 +174,7 @@ def test_fused_and_explicit_attention_agree():
 
 
 def test_optimizer_decays_matrices_only():
+    """AdamW decays the >= 2-D tensors only; the tied output layer is counted once."""
     model = GPT(TINY)
     optimizer = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cpu")
     decay, no_decay = optimizer.param_groups
@@ -176,6 +187,7 @@ def test_optimizer_decays_matrices_only():
 
 
 def test_training_steps_decrease_the_loss_on_a_repeated_batch():
+    """A few AdamW steps on one batch lower its loss."""
     torch.manual_seed(0)
     model = GPT(TINY)
     optimizer = model.configure_optimizer(0.0, 3e-3, (0.9, 0.99), "cpu")
@@ -226,6 +238,7 @@ def test_mixed_precision_path_trains(precision):
 
 
 def test_callback_sees_progress_and_can_stop():
+    """The callback sees each log interval and stops the run by returning True."""
     seen = []
 
     def callback(info):
@@ -251,8 +264,8 @@ class FakeClock:
 
 def test_time_budget_stops_within_ten_percent_and_ends_the_schedule():
     """A run slower than planned stops inside max_seconds (within 10%), its cosine at min_lr."""
-    config = tiny_train(max_iters=2000, max_seconds=2.0, val_windows=50, monitor_interval=50)
-    result = train(TINY, config, progress=False, clock=FakeClock(0.005))
+    config = tiny_train(max_iters=2000, max_seconds=1.0, val_windows=50, monitor_interval=50)
+    result = train(TINY, config, progress=False, clock=FakeClock(0.008))
     assert result.out_of_time and not result.stopped_early
     assert 20 < len(result.steps) < config.max_iters
     assert 0.9 * config.max_seconds <= result.seconds <= config.max_seconds
@@ -292,6 +305,8 @@ def test_time_budget_schedule_follows_the_nearer_limit():
 
 
 def test_nan_in_a_weight_stops_training_naming_step_and_layer():
+    """A NaN planted in a weight stops training, naming the step and that weight."""
+
     def poison(info):
         if info["step"] == 4:
             with torch.no_grad():
@@ -303,6 +318,7 @@ def test_nan_in_a_weight_stops_training_naming_step_and_layer():
 
 
 def test_nan_activation_is_traced_to_the_first_module():
+    """A non-finite loss is traced to the first module whose output went NaN/inf."""
     torch.manual_seed(0)
     model = GPT(TINY)
     model.blocks[0].attn.c_proj.register_forward_hook(lambda m, i, out: out * float("inf"))
@@ -315,6 +331,7 @@ def test_nan_activation_is_traced_to_the_first_module():
 
 
 def test_nan_gradient_names_the_layer_nearest_the_output():
+    """A NaN gradient names the layer nearest the output; fp16 mode records a skip instead."""
     torch.manual_seed(0)
     model = GPT(TINY)
     model.blocks[1].attn.c_attn.weight.register_hook(lambda g: g * float("nan"))
@@ -357,6 +374,7 @@ def test_peak_flops_follow_the_precision_of_the_matmuls():
 
 
 def test_meter_counts_tokens_over_laps():
+    """The meter adds tokens and time over laps, not while paused."""
     meter = ThroughputMeter()
     meter.start()
     assert meter.lap(100) > 0
@@ -370,6 +388,7 @@ def test_meter_counts_tokens_over_laps():
 
 
 def test_sampling_is_repeatable_and_top_k_one_is_greedy():
+    """Sampling repeats by seed, top_k=1 and temperature 0 are greedy, an empty prompt works."""
     torch.manual_seed(0)
     model = GPT(TINY)
     tokenizer = load_shakespeare().tokenizer
@@ -383,6 +402,7 @@ def test_sampling_is_repeatable_and_top_k_one_is_greedy():
 
 
 def test_custom_text_splits():
+    """TextSplits.from_text builds the vocabulary and the 90/10 split of any text."""
     splits = TextSplits.from_text("abcabcabc" * 20)
     assert splits.tokenizer.vocab_size == 3
     assert len(splits.train) == 162 and len(splits.val) == 18
@@ -405,6 +425,7 @@ REQUIRED_KEYS = {
 
 
 def test_bench_gpt_prints_one_json_object(capsys):
+    """bench gpt --json prints one JSON object with the contract's fields."""
     assert main(["bench", "gpt", "--preset", "test", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= REQUIRED_KEYS
@@ -412,6 +433,7 @@ def test_bench_gpt_prints_one_json_object(capsys):
 
 
 def test_bench_gpt_on_a_missing_device_is_a_usage_error(capsys):
+    """bench gpt on a missing device is a usage error (exit 2) naming it."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert main(["bench", "gpt", "--preset", "test", "--device", "cuda"]) == 2

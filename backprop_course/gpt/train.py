@@ -377,6 +377,9 @@ class _Run:
         if self.pending:
             self.log_step(step - 1)
         self.result.out_of_time = True
+        if self.bar is not None:
+            self.bar.total = step  # the bar ends full: the run is complete, on time
+            self.bar.refresh()
         self.log(
             f"time budget of {self.cfg.max_seconds:g} s reached after {step} of "
             f"{self.cfg.max_iters} steps"
