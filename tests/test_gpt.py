@@ -293,9 +293,12 @@ def test_time_budget_schedule_follows_the_nearer_limit():
     assert budget.schedule_step(20, elapsed=20.0) == 99
     assert not budget.out_of_time(steps_done=10, elapsed=8.9)
     assert budget.out_of_time(steps_done=10, elapsed=9.5)  # one more step (~0.95 s) overruns
-    budget.reserve_seconds = 2.0  # kept for the final validation
-    assert budget.out_of_time(steps_done=10, elapsed=7.5)
-    assert budget.planned_steps(steps_done=10, elapsed=4.0) == 20
+    assert budget.planned_steps(steps_done=10, elapsed=4.0) == 25
+    # Two steps' worth kept for the final validation: at 0.79 s a step, 1.58 s.
+    reserving = TimeBudget(max_iters=100, max_seconds=10.0, warmup_iters=10, reserve_steps=2)
+    assert reserving.out_of_time(steps_done=10, elapsed=7.9)
+    assert not budget.out_of_time(steps_done=10, elapsed=7.9)
+    assert reserving.planned_steps(steps_done=10, elapsed=4.0) == 23  # 10 * (10 - 0.8) / 4
     assert TimeBudget(100).schedule_step(20, elapsed=1e9) == 20
     with pytest.raises(ValueError, match="max_seconds"):
         TrainConfig(max_seconds=0)

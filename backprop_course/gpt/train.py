@@ -236,10 +236,13 @@ class _Run:
         self.monitor = HealthMonitor(
             model, every=cfg.monitor_interval, allow_nonfinite_grads=cfg.precision == "fp16"
         )
-        self.budget = TimeBudget(cfg.max_iters, cfg.max_seconds, cfg.warmup_iters)
-        windows = (len(self.splits.val) - 1) // model_config.block_size
-        self.val_tokens = min(windows, cfg.val_windows or windows) * model_config.block_size
         self.tokens_per_step = cfg.batch_size * model_config.block_size
+        windows = (len(self.splits.val) - 1) // model_config.block_size
+        val_tokens = min(windows, cfg.val_windows or windows) * model_config.block_size
+        # Keep time for the final validation: a forward pass costs about a third of a step.
+        self.budget = TimeBudget(
+            cfg.max_iters, cfg.max_seconds, cfg.warmup_iters, val_tokens / 3 / self.tokens_per_step
+        )
         self.pending: list[torch.Tensor] = []
         self.result = TrainResult(
             model=model,
@@ -316,6 +319,9 @@ class _Run:
         self.pending.append(loss.detach())  # turned into floats at the next log: no sync here
         self.result.steps.append(step)
         self.result.lrs.append(lr)
+        if self.bar is not None:  # every step, so a slow run shows its pace and time left
+            self.bar.total = self.budget.planned_steps(step + 1, self.meter.elapsed())
+            self.bar.update(1)
 
     def log_step(self, step: int) -> bool:
         """Turn the pending losses into floats, lap the meter, report. True: the callback
@@ -335,12 +341,7 @@ class _Run:
         result.log_steps.append(step)
         result.tokens_per_s_history.append(rate)
         result.mfu_history.append(self.meter.mfu(rate))
-        if self.budget.max_seconds is not None and self.meter.tokens_per_s:
-            # Keep time for the final validation: a forward pass costs about a third of a step.
-            self.budget.reserve_seconds = self.val_tokens / (3 * self.meter.tokens_per_s)
         if self.bar is not None:
-            self.bar.total = self.budget.planned_steps(step + 1, self.meter.seconds)
-            self.bar.update(len(values))
             self.bar.set_postfix(loss=f"{values[-1]:.3f}", tok_s=f"{rate:,.0f}")
         info = {
             "step": step,
