@@ -12,6 +12,7 @@ Each part is its own module, readable alone:
 | ``precision`` | ``autocast_context`` (bf16/fp16 autocast), ``grad_scaler`` (fp16 loss scaling) |
 | ``evaluate`` | ``evaluate`` (the whole validation text), ``estimate_loss`` (a few batches) |
 | ``budget`` | ``TimeBudget``: stop by steps or seconds; the schedule follows the nearer |
+| ``result`` | ``TrainResult``: the model, per-step histories, the headline figures |
 | ``train`` | ``train(model_config, train_config) -> TrainResult``: the loop |
 | ``sample`` | ``sample(model, tokenizer, prompt, ...)``: text with temperature and top-k |
 
