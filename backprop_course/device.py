@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["DeviceInfo", "describe_device", "pick_device", "torch_threads"]
+__all__ = [
+    "DeviceInfo",
+    "describe_device",
+    "device_name",
+    "pick_device",
+    "resolve_device",
+    "synchronize",
+    "torch_threads",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,54 @@ def pick_device(prefer: str | None = None) -> str:
     raise RuntimeError(
         f"device {prefer!r} was asked for but is not available; the best device found is {found!r}"
     )
+
+
+def resolve_device(requested: str | None = None):
+    """A ``torch.device``: for ``None`` the best there is (CUDA, then MPS, then CPU),
+    else the one asked for; asking for one that is not there raises a ``RuntimeError``
+    naming the device found."""
+    import torch
+
+    if requested is None:
+        return torch.device(pick_device())
+    device = torch.device(requested)
+    pick_device(device.type)  # raises RuntimeError naming the device found
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise RuntimeError(
+            f"device {requested!r} was asked for but only "
+            f"{torch.cuda.device_count()} CUDA device(s) are present"
+        )
+    return device
+
+
+def device_name(device) -> str:
+    """A human name for a torch device: the GPU model, or the CPU and its thread count."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def synchronize(device) -> None:
+    """Wait until the work queued on ``device`` is done (GPU work runs asynchronously:
+    a clock read without this measures the queueing, not the work)."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
 
 
 def describe_device() -> DeviceInfo:

@@ -21,6 +21,7 @@ from backprop_course.gpt import (
     NonFiniteError,
     TextSplits,
     ThroughputMeter,
+    TimeBudget,
     TrainConfig,
     flops_per_token,
     get_batch,
@@ -37,6 +38,9 @@ from backprop_course.gpt.health import first_nonfinite_module
 from conftest import ROOT
 
 TINY = GPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+# Tests that need a CUDA GPU: `pytest -m gpu` selects them (benchmarks/gpu/run.sh does).
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def tiny_train(**changes) -> TrainConfig:
@@ -69,17 +73,20 @@ def one_thread():
     ],
 )
 def test_bad_config_names_the_field(make, field):
+    """A config that cannot work fails when made, naming the field."""
     with pytest.raises(ValueError, match=field):
         make()
 
 
 def test_block_size_longer_than_validation_text_fails_before_training():
+    """A context longer than the validation text fails before any training step."""
     too_long = GPTConfig(block_size=len(load_shakespeare().val) + 10, n_layer=1, n_head=1, n_embd=8)
     with pytest.raises(ValueError, match=r"block_size=\d+ is too long.*validation split"):
         train(too_long, tiny_train(), progress=False)
 
 
 def test_presets_are_fresh_copies():
+    """preset() returns copies (changing one leaves the table alone); an unknown name is refused."""
     _, train_config = preset("cpu")
     train_config.max_iters = 1
     assert preset("cpu")[1].max_iters != 1
@@ -88,6 +95,7 @@ def test_presets_are_fresh_copies():
 
 
 def test_asking_for_cuda_without_a_gpu_names_the_device_found():
+    """Asking for CUDA without a GPU raises, naming the device that is there."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match=r"'cuda' was asked for.*found is '(cpu|mps)'"):
@@ -99,6 +107,7 @@ def test_asking_for_cuda_without_a_gpu_names_the_device_found():
 
 
 def test_corpus_split_and_vocabulary_follow_nanogpt():
+    """The bundled text, its 65 characters and the 90/10 split match nanoGPT's shakespeare-char."""
     text = load_text()
     splits = load_shakespeare()
     assert len(text) == 1_115_394
@@ -108,6 +117,7 @@ def test_corpus_split_and_vocabulary_follow_nanogpt():
 
 
 def test_tokenizer_round_trip_and_unknown_character():
+    """encode/decode round-trip; a character outside the vocabulary is named."""
     tokenizer = CharTokenizer("hello world")
     assert tokenizer.decode(tokenizer.encode("low")) == "low"
     with pytest.raises(ValueError, match="'z' is not in the vocabulary"):
@@ -115,6 +125,7 @@ def test_tokenizer_round_trip_and_unknown_character():
 
 
 def test_get_batch_shapes_and_targets_shifted_by_one():
+    """Batches are (B, T) windows, targets shifted by one, repeatable by seed."""
     data = torch.arange(1000)
     generator = torch.Generator().manual_seed(0)
     x, y = get_batch(data, 8, 32, generator)
@@ -125,6 +136,7 @@ def test_get_batch_shapes_and_targets_shifted_by_one():
 
 
 def test_val_windows_cover_the_text_once():
+    """Validation windows are consecutive and cover the text once."""
     data = torch.arange(101)
     x, y = val_windows(data, 10)
     assert x.shape == (10, 10) and torch.equal(x.flatten(), data[:100])
@@ -135,6 +147,7 @@ def test_val_windows_cover_the_text_once():
 
 
 def test_forward_shapes_and_initial_loss_near_uniform():
+    """Logits are (B, T, vocab), the untrained loss is near ln 65, too long an input fails."""
     torch.manual_seed(0)
     model = GPT(TINY)
     idx = torch.randint(65, (3, 16))
@@ -147,6 +160,7 @@ def test_forward_shapes_and_initial_loss_near_uniform():
 
 
 def test_fused_and_explicit_attention_agree():
+    """Fused and explicit attention give the same outputs and gradients."""
     torch.manual_seed(0)
     fused = GPT(TINY)
     explicit = GPT(dataclasses.replace(TINY, fused_attention=False))
@@ -160,6 +174,7 @@ def test_fused_and_explicit_attention_agree():
 
 
 def test_optimizer_decays_matrices_only():
+    """AdamW decays the >= 2-D tensors only; the tied output layer is counted once."""
     model = GPT(TINY)
     optimizer = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cpu")
     decay, no_decay = optimizer.param_groups
@@ -172,6 +187,7 @@ def test_optimizer_decays_matrices_only():
 
 
 def test_training_steps_decrease_the_loss_on_a_repeated_batch():
+    """A few AdamW steps on one batch lower its loss."""
     torch.manual_seed(0)
     model = GPT(TINY)
     optimizer = model.configure_optimizer(0.0, 3e-3, (0.9, 0.99), "cpu")
@@ -190,6 +206,7 @@ def test_training_steps_decrease_the_loss_on_a_repeated_batch():
 
 
 def test_train_test_preset_learns_and_reports():
+    """The test preset learns, reports its figures and schedule, and keeps its pinned loss."""
     model_config, train_config = preset("test")
     train_config.eval_interval = 20
     result = train(model_config, train_config, progress=False)
@@ -197,6 +214,9 @@ def test_train_test_preset_learns_and_reports():
     assert result.eval_steps == [19] and result.eval_losses[0] < math.log(65)
     assert len(result.losses) == len(result.lrs) == train_config.max_iters
     assert result.val_loss < math.log(65) - 0.5
+    # Pinned from the run before gpt.train was restructured (3.144254779815674 on the
+    # CPU): a change of the step's order, the schedule or the batches moves it far more.
+    assert result.val_loss == pytest.approx(3.1442548, abs=2e-4)
     assert result.tokens == train_config.max_iters * train_config.batch_size * 32
     assert result.tokens_per_s > 0 and result.seconds > 0
     # warmup then cosine down to min_lr
@@ -218,6 +238,7 @@ def test_mixed_precision_path_trains(precision):
 
 
 def test_callback_sees_progress_and_can_stop():
+    """The callback sees each log interval and stops the run by returning True."""
     seen = []
 
     def callback(info):
@@ -229,10 +250,66 @@ def test_callback_sees_progress_and_can_stop():
     assert len(result.steps) == 10
 
 
+class FakeClock:
+    """A clock that moves on by ``tick`` seconds each time it is read: training looks
+    slow or fast at will, whatever the machine's real speed."""
+
+    def __init__(self, tick: float):
+        self.tick, self.now = tick, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_time_budget_stops_within_ten_percent_and_ends_the_schedule():
+    """A run slower than planned stops inside max_seconds (within 10%), its cosine at min_lr."""
+    config = tiny_train(max_iters=2000, max_seconds=1.0, val_windows=50, monitor_interval=50)
+    result = train(TINY, config, progress=False, clock=FakeClock(0.008))
+    assert result.out_of_time and not result.stopped_early
+    assert 20 < len(result.steps) < config.max_iters
+    assert 0.9 * config.max_seconds <= result.seconds <= config.max_seconds
+    assert len(result.losses) == len(result.steps)  # the last partial interval is logged
+    span = config.learning_rate - config.min_lr
+    assert result.lrs[-1] < config.min_lr + 0.05 * span  # the cosine ended with the time
+    assert max(result.lrs) == pytest.approx(config.learning_rate, rel=0.05)  # warmup then peak
+
+
+def test_time_budget_that_is_not_reached_changes_nothing():
+    """A budget the run fits into gives the same run, bit for bit, as no budget."""
+    plain = train(TINY, tiny_train(max_iters=12), progress=False)
+    budget = train(TINY, tiny_train(max_iters=12, max_seconds=1e6), progress=False)
+    assert not budget.out_of_time
+    assert budget.lrs == plain.lrs and budget.losses == plain.losses
+    assert budget.val_loss == plain.val_loss
+
+
+def test_time_budget_schedule_follows_the_nearer_limit():
+    """The schedule reads the step, or the share of the time spent when that is further."""
+    budget = TimeBudget(max_iters=100, max_seconds=10.0, warmup_iters=10)
+    assert budget.schedule_step(5, elapsed=9.0) == 5  # warmup always runs on steps
+    assert budget.schedule_step(50, elapsed=2.0) == 50  # ahead of time: steps rule
+    assert budget.schedule_step(20, elapsed=5.0) == 50  # behind: half the time, half the cosine
+    assert budget.schedule_step(20, elapsed=20.0) == 99
+    assert not budget.out_of_time(steps_done=10, elapsed=8.9)
+    assert budget.out_of_time(steps_done=10, elapsed=9.5)  # one more step (~0.95 s) overruns
+    assert budget.planned_steps(steps_done=10, elapsed=4.0) == 25
+    # Two steps' worth kept for the final validation: at 0.79 s a step, 1.58 s.
+    reserving = TimeBudget(max_iters=100, max_seconds=10.0, warmup_iters=10, reserve_steps=2)
+    assert reserving.out_of_time(steps_done=10, elapsed=7.9)
+    assert not budget.out_of_time(steps_done=10, elapsed=7.9)
+    assert reserving.planned_steps(steps_done=10, elapsed=4.0) == 23  # 10 * (10 - 0.8) / 4
+    assert TimeBudget(100).schedule_step(20, elapsed=1e9) == 20
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrainConfig(max_seconds=0)
+
+
 # ---------------------------------------------------------------- health
 
 
 def test_nan_in_a_weight_stops_training_naming_step_and_layer():
+    """A NaN planted in a weight stops training, naming the step and that weight."""
+
     def poison(info):
         if info["step"] == 4:
             with torch.no_grad():
@@ -244,6 +321,7 @@ def test_nan_in_a_weight_stops_training_naming_step_and_layer():
 
 
 def test_nan_activation_is_traced_to_the_first_module():
+    """A non-finite loss is traced to the first module whose output went NaN/inf."""
     torch.manual_seed(0)
     model = GPT(TINY)
     model.blocks[0].attn.c_proj.register_forward_hook(lambda m, i, out: out * float("inf"))
@@ -256,6 +334,7 @@ def test_nan_activation_is_traced_to_the_first_module():
 
 
 def test_nan_gradient_names_the_layer_nearest_the_output():
+    """A NaN gradient names the layer nearest the output; fp16 mode records a skip instead."""
     torch.manual_seed(0)
     model = GPT(TINY)
     model.blocks[1].attn.c_attn.weight.register_hook(lambda g: g * float("nan"))
@@ -273,6 +352,7 @@ def test_nan_gradient_names_the_layer_nearest_the_output():
 
 
 def test_flops_and_mfu_on_known_numbers():
+    """6N + 12LHQT FLOPs per token; MFU against the named GPU's bf16 peak, None when unknown."""
     # nanoGPT's shakespeare-char model: N = 10.65M, 6 layers, 6 heads of 64, T = 256
     fpt = flops_per_token(10_650_000, 6, 6, 64, 256)
     assert fpt == 6 * 10_650_000 + 12 * 6 * 6 * 64 * 256
@@ -286,7 +366,18 @@ def test_flops_and_mfu_on_known_numbers():
     assert peak_flops("cpu") is None
 
 
+def test_peak_flops_follow_the_precision_of_the_matmuls():
+    """bf16 and fp16 share a peak; fp32 runs as TF32 on tensor cores, half of it."""
+    name = "NVIDIA H100 80GB HBM3"
+    assert peak_flops(name, "bf16") == peak_flops(name, "fp16") == 989e12
+    assert peak_flops(name, "fp32") == pytest.approx(494.5e12)
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp32") == 156e12
+    with pytest.raises(ValueError, match="precision"):
+        peak_flops(name, "fp8")
+
+
 def test_meter_counts_tokens_over_laps():
+    """The meter adds tokens and time over laps, not while paused."""
     meter = ThroughputMeter()
     meter.start()
     assert meter.lap(100) > 0
@@ -300,6 +391,7 @@ def test_meter_counts_tokens_over_laps():
 
 
 def test_sampling_is_repeatable_and_top_k_one_is_greedy():
+    """Sampling repeats by seed, top_k=1 and temperature 0 are greedy, an empty prompt works."""
     torch.manual_seed(0)
     model = GPT(TINY)
     tokenizer = load_shakespeare().tokenizer
@@ -313,6 +405,7 @@ def test_sampling_is_repeatable_and_top_k_one_is_greedy():
 
 
 def test_custom_text_splits():
+    """TextSplits.from_text builds the vocabulary and the 90/10 split of any text."""
     splits = TextSplits.from_text("abcabcabc" * 20)
     assert splits.tokenizer.vocab_size == 3
     assert len(splits.train) == 162 and len(splits.val) == 18
@@ -335,6 +428,7 @@ REQUIRED_KEYS = {
 
 
 def test_bench_gpt_prints_one_json_object(capsys):
+    """bench gpt --json prints one JSON object with the contract's fields."""
     assert main(["bench", "gpt", "--preset", "test", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= REQUIRED_KEYS
@@ -342,6 +436,7 @@ def test_bench_gpt_prints_one_json_object(capsys):
 
 
 def test_bench_gpt_on_a_missing_device_is_a_usage_error(capsys):
+    """bench gpt on a missing device is a usage error (exit 2) naming it."""
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert main(["bench", "gpt", "--preset", "test", "--device", "cuda"]) == 2
@@ -377,3 +472,51 @@ def test_bench_gpt_needs_only_torch_and_numpy():
     )
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) >= REQUIRED_KEYS
+
+
+# ---------------------------------------------------------------- on a CUDA GPU (pytest -m gpu)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_bf16_compiled_run_reports_tokens_and_mfu():
+    """On CUDA: bf16 autocast and torch.compile train, and MFU uses the GPU's bf16 peak."""
+    config = tiny_train(max_iters=30, precision="bf16", compile=True, device="cuda")
+    result = train(TINY, config, progress=False)
+    assert result.device == "cuda" and result.compiled, result.notes
+    assert math.isfinite(result.val_loss) and result.val_loss < math.log(65)
+    assert result.device_name == torch.cuda.get_device_name(0)
+    assert result.peak_flops == peak_flops("cuda", "bf16")
+    if result.peak_flops is not None:
+        assert 0 < result.mfu < 1
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_fp16_with_loss_scaling_trains():
+    """On CUDA: fp16 autocast with the gradient scaler switched on trains to a finite loss."""
+    result = train(TINY, tiny_train(max_iters=30, precision="fp16", device="cuda"), progress=False)
+    assert math.isfinite(result.val_loss) and result.val_loss < math.log(65)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_fused_attention_agrees_with_explicit_in_bf16():
+    """On CUDA: the fused attention kernel matches lesson 10's explicit one under bf16."""
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=256, n_layer=2, n_head=4, n_embd=128)
+    fused = GPT(config).cuda()
+    explicit = GPT(dataclasses.replace(config, fused_attention=False)).cuda()
+    explicit.load_state_dict(fused.state_dict())
+    idx = torch.randint(65, (4, 256), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = fused(idx)[0].float(), explicit(idx)[0].float()
+    torch.testing.assert_close(a, b, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_uses_the_fused_adamw_kernel():
+    """On CUDA: configure_optimizer asks for fused AdamW (one kernel for all tensors)."""
+    optimizer = GPT(TINY).cuda().configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cuda")
+    assert optimizer.defaults.get("fused") is True

@@ -9,7 +9,11 @@ Each part is its own module, readable alone:
 | ``model`` | ``GPT`` (blocks of causal self-attention and MLP), AdamW set-up, ``generate`` |
 | ``meter`` | FLOPs per token, peak FLOP/s, ``ThroughputMeter`` (tokens/s, MFU) |
 | ``health`` | ``HealthMonitor``: loss, per-layer gradient norms, update ratios, NaN stop |
-| ``train`` | ``train(model_config, train_config) -> TrainResult`` |
+| ``precision`` | ``autocast_context`` (bf16/fp16 autocast), ``grad_scaler`` (fp16 loss scaling) |
+| ``evaluate`` | ``evaluate`` (the whole validation text), ``estimate_loss`` (a few batches) |
+| ``budget`` | ``TimeBudget``: stop by steps or seconds; the schedule follows the nearer |
+| ``result`` | ``TrainResult``: the model, per-step histories, the headline figures |
+| ``train`` | ``train(model_config, train_config) -> TrainResult``: the loop |
 | ``sample`` | ``sample(model, tokenizer, prompt, ...)``: text with temperature and top-k |
 
 Quick start::
@@ -22,6 +26,8 @@ Quick start::
     print(sample(result.model, result.tokenizer, "ROMEO:", 200, temperature=0.8, top_k=20))
 """
 
+from backprop_course.device import resolve_device
+from backprop_course.gpt.budget import TimeBudget
 from backprop_course.gpt.config import PRESETS, GPTConfig, TrainConfig, preset
 from backprop_course.gpt.data import (
     CharTokenizer,
@@ -30,11 +36,12 @@ from backprop_course.gpt.data import (
     load_shakespeare,
     load_text,
 )
+from backprop_course.gpt.evaluate import evaluate
 from backprop_course.gpt.health import HealthMonitor, NonFiniteError
 from backprop_course.gpt.meter import ThroughputMeter, flops_per_token, peak_flops
 from backprop_course.gpt.model import GPT, MLP, Block, CausalSelfAttention
 from backprop_course.gpt.sample import sample
-from backprop_course.gpt.train import TrainResult, evaluate, resolve_device, train
+from backprop_course.gpt.train import TrainResult, train
 
 __all__ = [
     "GPT",
@@ -48,6 +55,7 @@ __all__ = [
     "NonFiniteError",
     "TextSplits",
     "ThroughputMeter",
+    "TimeBudget",
     "TrainConfig",
     "TrainResult",
     "evaluate",

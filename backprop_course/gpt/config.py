@@ -10,11 +10,14 @@ Presets (``preset(name)`` returns a fresh pair you may change):
 | --- | --- | --- |
 | ``test`` | unit tests, the notebook in test mode: seconds | 2 layers, 32 wide, block 32 |
 | ``cpu`` | ``bench gpt --preset cpu``: 2 CPU cores, under a minute | 4 layers, 128 wide, block 64 |
-| ``gpu`` | ``bench gpt --preset gpu``: one H100, under a minute | 6 layers, 384 wide, block 256 |
+| ``gpu`` | ``bench gpt --preset gpu``: one H100, aim < 1 min | 6 layers, 384 wide, block 256 |
 
 The ``gpu`` preset is nanoGPT's shakespeare-char recipe (10.7M parameters, 5000
 steps of 64 x 256 characters, dropout 0.2, AdamW lr 1e-3 decaying to 1e-4),
 run with bf16 autocast, fused attention, fused AdamW and ``torch.compile``.
+Its time has not been measured yet (``benchmarks/gpu/`` holds the script that
+measures it). No preset sets ``max_seconds``: a benchmark trains its full
+step count, so its loss does not depend on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -89,7 +92,11 @@ class TrainConfig:
     consecutive windows of the validation text (None: all of it).
     ``monitor_interval`` is how often the health monitor measures per-layer
     gradient norms and update ratios and checks for NaN/inf (1: every step).
-    ``device=None`` picks CUDA, then MPS, then the CPU. ``threads`` sets
+    ``max_seconds`` caps the run's time as well (None: no cap): training stops
+    before a step that would end past it, keeping time for the final
+    validation, and the cosine then ends at ``min_lr`` when the time does (see
+    ``backprop_course.gpt.budget``). Set-up, compilation and evaluations during
+    training are not counted. ``device=None`` picks CUDA, then MPS, then the CPU. ``threads`` sets
     torch's CPU thread count for the run (None: torch's choice); tiny models
     run faster on one thread, since spreading a small matmul over several
     costs more than it saves.
@@ -97,6 +104,7 @@ class TrainConfig:
 
     batch_size: int = 64
     max_iters: int = 5000
+    max_seconds: float | None = None
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 100
@@ -139,6 +147,10 @@ class TrainConfig:
         _number_in("TrainConfig", "beta1", self.beta1, 0.0, 1.0, high_open=True)
         _number_in("TrainConfig", "beta2", self.beta2, 0.0, 1.0, high_open=True)
         _number_in("TrainConfig", "grad_clip", self.grad_clip, 0.0, float("inf"))
+        if self.max_seconds is not None:
+            _number_in("TrainConfig", "max_seconds", self.max_seconds, 0.0, float("inf"))
+            if self.max_seconds == 0:
+                raise ValueError("TrainConfig.max_seconds must be > 0 (or None: no limit), got 0")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, "

@@ -6,8 +6,11 @@ Three signals, measured every ``every`` steps:
 - per-layer gradient norms ``||dL/dW||``: vanishing (near 0) or exploding
   (growing without bound) gradients show up here first;
 - per-layer update-to-data ratios ``||W_after - W_before|| / ||W_before||``:
-  about 1e-3 per step is healthy for Adam-style training; much larger means
-  the learning rate shakes the weights, much smaller means they barely move.
+  about 1e-3 per step is a common rule of thumb for large models; much larger
+  means the learning rate shakes the weights, much smaller means they barely
+  move. Adam moves each number by about the learning rate, so the ratio is
+  roughly ``lr / rms(W)``: a small model at a high rate sits well above 1e-3
+  (lesson 11 shows the course's own runs).
 
 A NaN or inf stops training with :class:`NonFiniteError`, which names the step
 and the layer: a parameter that holds non-finite values, else the first module

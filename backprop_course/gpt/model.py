@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backprop_course.gpt.config import GPTConfig
+from backprop_course.gpt.sample import next_token_probs
 from backprop_course.transformer import causal_attention, merge_heads, split_heads
 
 __all__ = ["GPT", "MLP", "Block", "CausalSelfAttention"]
@@ -199,11 +200,7 @@ class GPT(nn.Module):
             if temperature == 0:
                 next_token = logits.argmax(dim=-1, keepdim=True)
             else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
+                probs = next_token_probs(logits, temperature, top_k)
                 if generator is not None and generator.device != probs.device:
                     probs = probs.to(generator.device)
                 next_token = torch.multinomial(probs, 1, generator=generator).to(idx.device)

@@ -13,7 +13,19 @@ import torch
 
 from backprop_course.gpt.data import CharTokenizer
 
-__all__ = ["sample"]
+__all__ = ["next_token_probs", "sample"]
+
+
+def next_token_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None
+) -> torch.Tensor:
+    """Probabilities ``(B, V)`` of the next token from last-position ``logits`` ``(B, V)``:
+    divided by ``temperature`` (> 0), all but the ``top_k`` largest set to -inf, softmax."""
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.softmax(logits, dim=-1)
 
 
 def sample(
