@@ -14,8 +14,8 @@ import time
 import nbformat
 import pytest
 
-from backprop_course.grading import grade
-from backprop_course.grading.gradebook import read_csv
+from backprop_course.grading import grade, read_secret
+from backprop_course.grading.gradebook import META_NAME, read_csv
 from conftest import ROOT
 
 WELCOME, DERIVATIVES = "00_welcome", "01_derivatives"
@@ -239,15 +239,16 @@ def test_csv_and_json_agree(mixed):
 
 
 def test_two_runs_give_the_same_gradebook(tmp_path):
-    """Hidden seeds are deterministic and records sorted: a re-run writes identical files."""
+    """With the run's secret passed back, hidden seeds repeat and records are sorted: a
+    re-run writes identical files, metadata included."""
     folder = tmp_path / "in"
     write(folder / "ann" / f"{WELCOME}.ipynb", learner(WELCOME, {"ex00-06": MEAN_WRONG}))
     (folder / "bob").mkdir()
     (folder / "bob" / f"{WELCOME}.ipynb").write_text("[]", encoding="utf-8")
     runs = []
     for name in ("one", "two"):
-        grade([folder], tmp_path / name, workers=2, progress=False, **LIMITS)
-        runs.append(
-            [(tmp_path / name / f).read_bytes() for f in ("gradebook.csv", "gradebook.json")]
-        )
+        secret = read_secret(tmp_path / "one" / META_NAME) if runs else None
+        grade([folder], tmp_path / name, workers=2, progress=False, secret=secret, **LIMITS)
+        files = ("gradebook.csv", "gradebook.json", META_NAME, "feedback/ann.md")
+        runs.append([(tmp_path / name / f).read_bytes() for f in files])
     assert runs[0] == runs[1]

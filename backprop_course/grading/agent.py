@@ -246,8 +246,9 @@ def _perform(op: str, req: dict) -> Any:
     raise ValueError(f"unknown request {op!r}")
 
 
-def handle(folder: str, number: int) -> None:
-    """Answer request ``number``: read ``req-N.pkl`` in ``folder``, write ``resp-N.json``."""
+def handle(folder: str, number: int, answers: str | None = None) -> None:
+    """Answer request ``number``: read ``req-N.pkl`` in ``folder``, write ``resp-N.json``
+    in ``answers`` (the same folder when not given)."""
     response: dict
     try:
         with open(os.path.join(folder, f"req-{number}.pkl"), "rb") as file:
@@ -274,7 +275,7 @@ def handle(folder: str, number: int) -> None:
         text = json.dumps(response, allow_nan=True)
     except BaseException as error:
         text = json.dumps({"error": [type(error).__name__, "the result could not be encoded"]})
-    path = os.path.join(folder, f"resp-{number}.json")
+    path = os.path.join(answers or folder, f"resp-{number}.json")
     with open(path + ".tmp", "w", encoding="utf-8") as file:
         file.write(text)
     os.replace(path + ".tmp", path)
