@@ -98,6 +98,22 @@ def kernel_environment(workdir: Path, threads: int) -> dict[str, str]:
     return env
 
 
+def _tasks_of(uid: int) -> int:
+    """How many tasks (threads included) ``uid`` runs now: what RLIMIT_NPROC counts."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = dict(
+                    line.split(":", 1)
+                    for line in Path(f"/proc/{entry}/status").read_text().splitlines()
+                    if ":" in line
+                )
+                if int(fields["Uid"].split()[1]) == uid:
+                    count += int(fields["Threads"])
+    return count
+
+
 class _Manager(AsyncKernelManager):
     """A kernel manager whose connection file the sandbox's uid can read."""
 
@@ -143,7 +159,10 @@ class Kernel:
         )
         if self.sandboxed:
             assert sandbox is not None
-            argv += ["--nproc", str(MAX_PROCESSES)]
+            self.cgroup = Cgroup.create(f"bpc-{os.getpid()}-{self.workdir.name}", memory_mb)
+            if self.cgroup is None:  # the fallback: count the sandbox uid's tasks instead
+                base = 0 if sandbox.as_root else _tasks_of(os.getuid())
+                argv += ["--nproc", str(base + MAX_PROCESSES)]
             if sandbox.as_root:
                 argv += ["--uid", str(SANDBOX_UID)]
                 os.chown(self.shared, SANDBOX_UID, SANDBOX_UID)
@@ -164,7 +183,6 @@ class Kernel:
                 env=sandbox_environment(threads),
                 files=files,
             )
-            self.cgroup = Cgroup.create(f"bpc-{os.getpid()}-{self.workdir.name}", memory_mb)
             if self.cgroup is not None:
                 (self.workdir / "cgroups").write_text(
                     "\n".join(str(f) for f in self.cgroup.folders)

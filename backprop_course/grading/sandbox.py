@@ -227,8 +227,8 @@ def _caps() -> str:
         group.remove()
         return text
     return (
-        f"no writable cgroup: RLIMIT_NPROC {MAX_PROCESSES} for the sandbox uid, and per-process "
-        "RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE"
+        f"no writable cgroup: RLIMIT_NPROC (room for {MAX_PROCESSES} more tasks of the sandbox's "
+        "uid), and per-process RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE"
     )
 
 
