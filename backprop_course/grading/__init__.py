@@ -412,7 +412,13 @@ def _grade_locked(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(_grade_one, ctx, job, scratch, i): i for i, job in jobs}
             for future in as_completed(futures):
-                outcomes[futures[future]] = future.result()
+                index = futures[future]
+                try:
+                    outcomes[index] = future.result()
+                except Exception as error:  # a bug of ours costs one notebook, not the batch
+                    print(f"grader error: {error!r}", file=sys.stderr)
+                    message = f"the grader failed on this notebook: {type(error).__name__}"
+                    outcomes[index] = _failed(all_jobs[index], "error", message)
                 bar.update(1)
         bar.close()
     finally:
