@@ -412,3 +412,46 @@ def test_a_second_grader_is_locked_out(tmp_path):
         pass
     with locked(tmp_path):  # released again
         pass
+
+
+def test_cli_no_sandbox_is_recorded_and_sandbox_missing_refuses(tmp_path, capsys, monkeypatch):
+    """Without bubblewrap, grade refuses saying how to install it; --no-sandbox grades with
+    a warning printed and recorded in gradebook.meta.json."""
+    from backprop_course.grading import sandbox
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "00_welcome.ipynb").write_text("garbage", encoding="utf-8")
+    out = tmp_path / "out"
+    missing = sandbox.Probe(False, "the bwrap command is not installed")
+    monkeypatch.setattr(grading, "probe", lambda: missing)
+    assert cli.main(["grade", str(tmp_path / "in"), "--out", str(out)]) == 2
+    assert "apt-get install bubblewrap" in capsys.readouterr().err
+    assert cli.main(["grade", str(tmp_path / "in"), "--out", str(out), "--no-sandbox"]) == 0
+    captured = capsys.readouterr()
+    assert "WITHOUT a sandbox" in captured.err and "WITHOUT a sandbox" in captured.out
+    meta = json.loads((out / "gradebook.meta.json").read_text(encoding="utf-8"))
+    assert meta["sandbox"] == "off" and "WITHOUT a sandbox" in meta["warnings"][0]
+
+
+def test_start_with_solutions_needs_a_clone(tmp_path, capsys, monkeypatch):
+    """From an installed wheel (no solutions/), start --with-solutions says to use a clone."""
+    from backprop_course import course
+
+    bundled = tmp_path / "_course"
+    (bundled / "notebooks").mkdir(parents=True)
+    (bundled / "exercises").mkdir()
+    monkeypatch.setattr(course, "course_root", lambda: bundled)
+    argv = ["start", str(tmp_path / "work"), "--with-solutions", "--copy-only"]
+    assert cli.main(argv) == 2
+    assert "from a clone" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
+def test_doctor_reports_the_sandbox(capsys):
+    """doctor says whether grading is sandboxed here, and how."""
+    from backprop_course.grading.sandbox import probe
+
+    cli.main(["doctor"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("grading:"))
+    assert line.startswith("grading: sandboxed, bubblewrap" if probe().available else "grading:")
+    assert ("caps:" in line) == probe().available
