@@ -283,6 +283,13 @@ def _system_binds() -> list[str]:
     return args
 
 
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(".")[:3])
+    except ValueError:
+        return (0,)
+
+
 def _open_parents(args: list[str]) -> list[str]:
     """``--chmod`` for the folders bwrap made on the way to a mount point.
 
@@ -349,7 +356,8 @@ class Sandbox:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
             args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-            args += ["--disable-userns"]
+            if _version(info.version) >= (0, 8):  # no nested user namespace (bwrap 0.8+)
+                args += ["--disable-userns"]
         args += _system_binds()
         for path in _environment_paths():
             args += ["--ro-bind", path, path]
@@ -357,8 +365,9 @@ class Sandbox:
         for hidden in _hidden_inside(PACKAGE):
             args += ["--tmpfs", hidden, "--remount-ro", hidden]
         args += ["--proc", "/proc", "--dev", "/dev"]
+        size = ["--size", str(TMPFS_BYTES)] if _version(info.version) >= (0, 6) else []
         for folder in ("/tmp", "/dev/shm", HOME):
-            args += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", folder]
+            args += ["--perms", "1777", *size, "--tmpfs", folder]
         args += ["--ro-bind", str(private), str(private), "--bind", str(shared), str(shared)]
         for inside, outside in (files or {}).items():
             args += ["--ro-bind", str(outside), inside]
