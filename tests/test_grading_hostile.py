@@ -128,13 +128,33 @@ def build(folder, out):
             },
         ),
     )
-    # looks for the solved notebook (clone, wheel, the tests' own path) and runs its answers
+    # looks around, then for the solved notebook (clone, wheel, the tests' own path) and
+    # runs its answers; its slope is right only if it sees what the sandbox promises
+    look = textwrap.dedent(
+        f"""
+        import os
+        pids = [p for p in os.listdir('/proc') if p.isdigit()]
+        hidden = ({str(ROOT / "solutions")!r}, {str(ROOT / "tests")!r}, {sub!r}, {str(out)!r},
+                  os.path.expanduser('~root'), '/root/.cache')
+        promised = (
+            os.getuid() == 65534
+            and os.getcwd() == os.environ['HOME']
+            and 'notebook.ipynb' in os.listdir('.')
+            and os.access('notebook.ipynb', os.W_OK)
+            and not any(os.path.exists(path) for path in hidden)
+            and len(pids) < 10
+            and 'PYTEST_CURRENT_TEST' not in os.environ
+            and not any('SECRET' in key.upper() for key in os.environ)
+        )
+        slope = 3.0 if promised else 5.0
+        """
+    )
     write(
         folder / "reader" / f"{WELCOME}.ipynb",
         learner(
             WELCOME,
             {
-                "ex00-03": "slope = 5.0",
+                "ex00-03": look,
                 "ex00-06": STUB_MEAN
                 + textwrap.dedent(
                     f"""
@@ -211,7 +231,7 @@ def build(folder, out):
         "forger": {"00.slope": ("wrong", 0), "00.mean": ("wrong", 0)},
         "daemon": {"00.slope": ("wrong", 0), "00.mean": ("wrong", 0)},
         "killer": {"00.slope": ("correct", 1), "00.mean": ("correct", 1)},
-        "reader": {"00.slope": ("wrong", 0), "00.mean": ("not_attempted", 0)},
+        "reader": {"00.slope": ("correct", 1), "00.mean": ("not_attempted", 0)},
         "linker": {"00.slope": ("invalid_notebook", 0), "00.mean": ("invalid_notebook", 0)},
         "copycat": {"00.slope": ("invalid_notebook", 0), "00.mean": ("invalid_notebook", 0)},
         "linkdir": {"": ("invalid_notebook", 0)},

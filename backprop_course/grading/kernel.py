@@ -42,6 +42,7 @@ from backprop_course.grading.sandbox import (
 __all__ = ["Kernel", "kernel_environment"]
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
+NOTEBOOK = "notebook.ipynb"  # the notebook being graded, as the kernel's home holds it
 
 
 def _font_caches() -> list[str]:
@@ -163,6 +164,7 @@ class Kernel:
             if self.cgroup is None:  # the fallback: count the sandbox uid's tasks instead
                 base = 0 if sandbox.as_root else _tasks_of(os.getuid())
                 argv += ["--nproc", str(base + MAX_PROCESSES)]
+            argv += ["--copy", str(self.private / NOTEBOOK)]
             if sandbox.as_root:
                 argv += ["--uid", str(SANDBOX_UID)]
                 os.chown(self.shared, SANDBOX_UID, SANDBOX_UID)

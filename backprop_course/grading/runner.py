@@ -53,7 +53,7 @@ from backprop_course.grading.discover import (
     restore,
 )
 from backprop_course.grading.gradebook import Record
-from backprop_course.grading.kernel import Kernel, kernel_environment
+from backprop_course.grading.kernel import NOTEBOOK, Kernel, kernel_environment
 from backprop_course.grading.remote import (
     CannotSend,
     GradingInterrupt,
@@ -210,6 +210,8 @@ class _Grader:
         nb = nbformat.from_dict(json.loads(json.dumps(prepared.nb)))
         for index, status in skipped.items():
             nb.cells[index].source = f"# skipped by the grader: this cell caused a {status}"
+        with contextlib.suppress(OSError):  # a copy in the kernel's home, as in Jupyter
+            (kernel.private / NOTEBOOK).write_text(nbformat.writes(nb), encoding="utf-8")
         if kernel.sandboxed:  # bwrap's own environment; the kernel's is built inside
             cwd = kernel.workdir
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}

@@ -15,7 +15,8 @@ that runs inside it:
 - a file system of its own: read-only the system libraries (``/usr``), the
   Python environment (the venv and the interpreter it links to) and the
   package (every ``solutions`` folder in it hidden under an empty tmpfs);
-  writable only a private tmpfs for home and ``/tmp``, and one folder of its
+  writable only a private tmpfs for home (with a copy of its notebook) and
+  ``/tmp``, and one folder of its
   kernel's own (its ZMQ ``ipc://`` sockets, its answers to the grader, its
   log). No other submission, no ``--out``, no grader home.
 - caps for the sandbox as a whole: a cgroup per kernel (v2, else v1 ``memory``
