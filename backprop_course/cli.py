@@ -58,6 +58,15 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"port {args.port} is already in use; choose another with --port, "
             "or leave --port out and JupyterLab picks a free one"
         )
+    if args.with_solutions:
+        from backprop_course.course import course_root
+
+        if not (course_root() / "solutions").is_dir():
+            raise UsageError(
+                "--with-solutions works from a clone of the course repository only: the "
+                "installed package does not ship the solved notebooks (clone it, then "
+                "pip install -e . and run start --with-solutions there)"
+            )
     try:
         report = copy_course(target, with_solutions=args.with_solutions)
     except PermissionError as error:
@@ -146,6 +155,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         problems.append(str(error))
     print(f"progress store: {settings.progress_path()} (set {settings.HOME_VARIABLE} to move it)")
+    from backprop_course.grading.sandbox import probe
+
+    sandbox = probe()  # for instructors; a learner's laptop needs no sandbox
+    print(f"grading: {'sandboxed, ' if sandbox.available else ''}{sandbox.describe()}")
+    if not sandbox.available:
+        print("  (to grade: install bubblewrap on Linux, or grade with --no-sandbox, unsafe)")
     if problems:
         print("\nproblems:")
         for problem in problems:
@@ -243,8 +258,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from backprop_course.grading import grade
+    from backprop_course.grading import GradebookLocked, SandboxUnavailable, grade, read_secret
 
+    secret = None
+    if args.secret_file:
+        try:
+            secret = read_secret(args.secret_file)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"cannot read the secret from {args.secret_file}: {error}") from None
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.timeout <= 0 or (args.cell_timeout is not None and args.cell_timeout <= 0):
@@ -257,15 +278,17 @@ def cmd_grade(args: argparse.Namespace) -> int:
             cell_timeout=args.cell_timeout,
             workers=args.workers,
             memory_mb=args.memory_mb,
-            secret=args.seed.encode() if args.seed else None,
+            secret=secret,
+            sandbox=not args.no_sandbox,
         )
-    except FileNotFoundError as error:
-        raise UsageError(str(error)) from error
-    except ValueError as error:
+    except (FileNotFoundError, ValueError, SandboxUnavailable, GradebookLocked) as error:
         raise UsageError(str(error)) from error
     print(result.summary)
     print(f"\ngradebook: {result.csv_path} and {result.json_path}")
     print(f"feedback:  {len(result.feedback)} file(s) in {Path(args.out) / 'feedback'}")
+    print(f"secret:    in {Path(args.out) / 'gradebook.meta.json'} (--secret-file to reproduce)")
+    for warning in result.meta.get("warnings", []):
+        print(f"WARNING: {warning}")
     return 0
 
 
@@ -363,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="grade submitted notebooks into a gradebook (CSV and JSON) with feedback",
         description="Grade submitted exercise notebooks headlessly. PATH is a notebook, a "
         "folder of notebooks, or a folder of per-student folders (the student is the "
-        "folder's name). Each notebook runs in its own sandboxed kernel; every answer is "
+        "folder's name). Each notebook runs in its own kernel inside a bubblewrap sandbox "
+        "that sees only that notebook and the package; every answer is "
         "then checked by the grader itself on hidden test inputs. Writes "
         "OUT/gradebook.csv, OUT/gradebook.json and OUT/feedback/STUDENT.md. Exits 0 "
         "whenever grading ran, whatever the scores.",
@@ -397,9 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
         "which CUDA needs)",
     )
     grade.add_argument(
-        "--seed",
-        help="secret that derives the hidden test inputs (default: a fixed one, so "
-        "re-runs give the same gradebook)",
+        "--secret-file",
+        metavar="FILE",
+        help="secret that derives the hidden test inputs: a gradebook.meta.json of an "
+        "earlier run, or a file of hex digits (default: a fresh random one, recorded in "
+        "OUT/gradebook.meta.json); the same secret and submissions give the same gradebook",
+    )
+    grade.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="grade without bubblewrap where it is missing (UNSAFE for untrusted notebooks: "
+        "they run as you, with your files); the gradebook records the warning",
     )
     grade.set_defaults(func=cmd_grade)
     return parser

@@ -173,15 +173,12 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def test_wheel_carries_the_course(wheel):
-    """The wheel holds the lessons, exercises and solutions, and the text corpus."""
+    """The wheel holds the lessons, exercises and the text corpus, and no solved notebook."""
     names = zipfile.ZipFile(wheel).namelist()
-    for part, stem in (
-        ("notebooks", "00_welcome"),
-        ("exercises", "01_derivatives"),
-        ("solutions", "12_scaling_out"),
-    ):
+    for part, stem in (("notebooks", "00_welcome"), ("exercises", "01_derivatives")):
         assert f"backprop_course/_course/{part}/{stem}.ipynb" in names
     assert "backprop_course/data_files/tinyshakespeare.txt.gz" in names
+    assert not [n for n in names if "solutions" in n]
 
 
 def test_start_from_a_wheel_without_a_clone(wheel, tmp_path):

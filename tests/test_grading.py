@@ -14,13 +14,13 @@ import time
 import nbformat
 import pytest
 
-from backprop_course.grading import grade
-from backprop_course.grading.gradebook import read_csv
+from backprop_course.grading import grade, read_secret
+from backprop_course.grading.gradebook import META_NAME, read_csv
 from conftest import ROOT
 
 WELCOME, DERIVATIVES = "00_welcome", "01_derivatives"
 # Small limits keep the hostile cases quick; generous enough for a loaded 2-core machine.
-LIMITS = {"timeout": 90, "cell_timeout": 8, "memory_mb": 2500}
+LIMITS = {"timeout": 90, "cell_timeout": 15, "memory_mb": 2500}
 
 
 def released(stem: str):
@@ -239,15 +239,19 @@ def test_csv_and_json_agree(mixed):
 
 
 def test_two_runs_give_the_same_gradebook(tmp_path):
-    """Hidden seeds are deterministic and records sorted: a re-run writes identical files."""
+    """With the run's secret passed back, hidden seeds repeat and records are sorted: a
+    re-run writes identical files, metadata included."""
     folder = tmp_path / "in"
-    write(folder / "ann" / f"{WELCOME}.ipynb", learner(WELCOME, {"ex00-06": MEAN_WRONG}))
+    # an answer that is a function: its feedback names an object, never its address
+    ann = {"ex00-03": "def slope():\n    return 3.0\n", "ex00-06": MEAN_WRONG}
+    write(folder / "ann" / f"{WELCOME}.ipynb", learner(WELCOME, ann))
     (folder / "bob").mkdir()
     (folder / "bob" / f"{WELCOME}.ipynb").write_text("[]", encoding="utf-8")
     runs = []
     for name in ("one", "two"):
-        grade([folder], tmp_path / name, workers=2, progress=False, **LIMITS)
-        runs.append(
-            [(tmp_path / name / f).read_bytes() for f in ("gradebook.csv", "gradebook.json")]
-        )
+        secret = read_secret(tmp_path / "one" / META_NAME) if runs else None
+        grade([folder], tmp_path / name, workers=2, progress=False, secret=secret, **LIMITS)
+        files = ("gradebook.csv", "gradebook.json", META_NAME, "feedback/ann.md")
+        runs.append([(tmp_path / name / f).read_bytes() for f in files])
     assert runs[0] == runs[1]
+    assert b"0x" not in runs[0][1] and b"Proxy" not in runs[0][1]

@@ -6,26 +6,35 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 import torch
 
-from backprop_course import cli
+from backprop_course import cli, grading
 from backprop_course.autograd import Value
 from backprop_course.compare import NotAttempted, Wrong, call, run_probe
 from backprop_course.grading import agent, codec, remote
 from backprop_course.grading.discover import (
     InvalidNotebook,
     Released,
+    Submission,
     find_submissions,
     match_lesson,
     parse_notebook,
     restore,
 )
-from backprop_course.grading.gradebook import Record, read_csv, write_gradebook
-from backprop_course.grading.runner import hidden_seed, redact
+from backprop_course.grading.gradebook import (
+    GradebookLocked,
+    Record,
+    locked,
+    read_csv,
+    write_gradebook,
+)
+from backprop_course.grading.runner import Job, Options, hidden_seed, redact
 from conftest import ROOT
 
 # ---------------------------------------------------------------- codec
@@ -286,3 +295,163 @@ def test_cli_grades_and_exits_zero(tmp_path, capsys):
     assert cli.main(["grade", str(tmp_path / "in"), "--out", str(out), "--workers", "1"]) == 0
     assert "invalid_notebook 2" in capsys.readouterr().out
     assert (out / "gradebook.csv").exists() and (out / "feedback" / "00_welcome.md").exists()
+
+
+# ---------------------------------------------------------------- what the sandbox hands back
+
+
+def test_answers_are_read_only_from_regular_files(tmp_path):
+    """A kernel's answer that is a FIFO or a link is refused unread; a big one is refused
+    after reading one byte more than the cap."""
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(remote.ProtocolError, match="not a regular file"):
+        remote._read_capped(fifo, 100)
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    with pytest.raises(remote.ProtocolError, match="cannot be opened"):
+        remote._read_capped(tmp_path / "link.json", 100)
+    (tmp_path / "big.json").write_bytes(b" " * 101)
+    with pytest.raises(remote.ProtocolError, match="too large"):
+        remote._read_capped(tmp_path / "big.json", 100)
+    assert remote._read_capped(tmp_path / "real.json", 100) == b"{}"
+
+
+def _job(student="ann", notebook="ann/00_welcome.ipynb", lesson="00"):
+    sub = Submission(student, Path(notebook), notebook)
+    return Job(sub, {}, {}, Options(secret=b"s"), None, lesson)
+
+
+def _row(exercise, points, status="correct", student="ann", top=1):
+    return {
+        "submission": student,
+        "notebook": f"{student}/00_welcome.ipynb",
+        "exercise": exercise,
+        "points": points,
+        "max_points": top,
+        "status": status,
+        "feedback": "f",
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "reason"),
+    [
+        ([_row("00.slope", 1), _row("00.mean", 1), _row("00.mean", 1)], "twice"),
+        ([_row("00.slope", 1), _row("00.mean", 1, student="bob")], "another submission"),
+        ([_row("00.slope", 5, top=5), _row("00.mean", 1)], "out of range"),
+        ([_row("00.slope", 1), _row("00.mean", 1, "wrong")], "without a correct"),
+        ([_row("00.slope", 1)], "every exercise"),
+        ([_row("00.slope", 1), _row("01.gradient", 3, top=3)], "not an exercise"),
+        ([_row("00.slope", 1), {**_row("00.mean", 1), "extra": 1}], "wrong fields"),
+        ([_row("00.slope", 1), _row("00.mean", float("nan"))], "not finite"),
+        ([_row("00.slope", 1), _row("00.mean", 1, "bogus")], "bad status"),
+    ],
+)
+def test_results_that_do_not_fit_their_job_are_rejected(rows, reason):
+    """A grading result with rows of another learner, an invented or repeated exercise,
+    points out of range or a missing exercise is rejected (it becomes an error row)."""
+    with pytest.raises(ValueError, match=reason):
+        grading._validate(_job(), {"records": rows, "notes": []})
+    with pytest.raises(ValueError, match="not a grading result"):
+        grading._validate(_job(), [rows])
+
+
+def test_a_result_that_fits_its_job_is_kept():
+    outcome = grading._validate(
+        _job(), {"records": [_row("00.slope", 1), _row("00.mean", 0, "wrong")], "notes": ["n"]}
+    )
+    assert [r.points for r in outcome.records] == [1, 0] and outcome.notes == ["n"]
+
+
+def test_feedback_has_no_addresses_or_proxy_names():
+    """Run-to-run details leave feedback: object addresses and the grader's proxy classes."""
+    message = "got <function slope at 0x7f3a2b4c5d60> (a backprop_course.grading.remote.Proxy)"
+    assert redact(message) == "got <function slope> (a object)"
+    assert "0x" not in redact("id 0xdeadbeef01")
+
+
+def test_csv_neutralises_formulas_and_reads_back(tmp_path):
+    """Cells starting with = + - @ tab CR (or ') get a leading quote; read_csv undoes it."""
+    names = ["=1+2", "+x", "-1", "@a", "\tt", "\rr", "'q", "plain", "a=b"]
+    records = [Record(n, "nb", "", 0, 0, "invalid_notebook", n) for n in names]
+    csv_path, json_path = write_gradebook(records, tmp_path)
+    text = csv_path.read_text(encoding="utf-8")
+    assert "'=1+2,nb" in text and "'@a" in text and "''q" in text and "\na=b," in text
+    assert read_csv(csv_path) == json.loads(json_path.read_text(encoding="utf-8"))
+
+
+def test_secret_files(tmp_path):
+    """--secret-file takes a gradebook.meta.json, hex digits or raw bytes."""
+    (tmp_path / "meta.json").write_text(json.dumps({"secret": "ab" * 32}))
+    (tmp_path / "hex").write_text("0102\n")
+    (tmp_path / "raw").write_bytes(b"my words")
+    assert grading.read_secret(tmp_path / "meta.json") == b"\xab" * 32
+    assert grading.read_secret(tmp_path / "hex") == b"\x01\x02"
+    assert grading.read_secret(tmp_path / "raw") == b"my words"
+
+
+def test_discovery_skips_copies_and_refuses_links(tmp_path):
+    """.new.ipynb and checkpoints are skipped; a linked notebook or folder is refused."""
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "00_welcome.ipynb").write_text("{}")
+    (tmp_path / "ann" / "00_welcome.new.ipynb").write_text("{}")
+    (tmp_path / "ann" / "01_x.ipynb").symlink_to(tmp_path / "ann" / "00_welcome.ipynb")
+    (tmp_path / "bob").symlink_to(tmp_path / "ann")
+    found = {(s.student, s.notebook): s.refused for s in find_submissions([tmp_path])}
+    assert found == {
+        ("ann", "ann/00_welcome.ipynb"): "",
+        ("ann", "ann/01_x.ipynb"): "it is a symbolic link (submit the notebook itself)",
+        ("bob", "bob"): "its folder is a symbolic link (submit the notebooks themselves)",
+    }
+
+
+def test_a_second_grader_is_locked_out(tmp_path):
+    """While one process holds the output folder's lock, another gets GradebookLocked."""
+    with locked(tmp_path), pytest.raises(GradebookLocked, match="another"), locked(tmp_path):
+        pass
+    with locked(tmp_path):  # released again
+        pass
+
+
+def test_cli_no_sandbox_is_recorded_and_sandbox_missing_refuses(tmp_path, capsys, monkeypatch):
+    """Without bubblewrap, grade refuses saying how to install it; --no-sandbox grades with
+    a warning printed and recorded in gradebook.meta.json."""
+    from backprop_course.grading import sandbox
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "00_welcome.ipynb").write_text("garbage", encoding="utf-8")
+    out = tmp_path / "out"
+    missing = sandbox.Probe(False, "the bwrap command is not installed")
+    monkeypatch.setattr(grading, "probe", lambda: missing)
+    assert cli.main(["grade", str(tmp_path / "in"), "--out", str(out)]) == 2
+    assert "apt-get install bubblewrap" in capsys.readouterr().err
+    assert cli.main(["grade", str(tmp_path / "in"), "--out", str(out), "--no-sandbox"]) == 0
+    captured = capsys.readouterr()
+    assert "WITHOUT a sandbox" in captured.err and "WITHOUT a sandbox" in captured.out
+    meta = json.loads((out / "gradebook.meta.json").read_text(encoding="utf-8"))
+    assert meta["sandbox"] == "off" and "WITHOUT a sandbox" in meta["warnings"][0]
+
+
+def test_start_with_solutions_needs_a_clone(tmp_path, capsys, monkeypatch):
+    """From an installed wheel (no solutions/), start --with-solutions says to use a clone."""
+    from backprop_course import course
+
+    bundled = tmp_path / "_course"
+    (bundled / "notebooks").mkdir(parents=True)
+    (bundled / "exercises").mkdir()
+    monkeypatch.setattr(course, "course_root", lambda: bundled)
+    argv = ["start", str(tmp_path / "work"), "--with-solutions", "--copy-only"]
+    assert cli.main(argv) == 2
+    assert "from a clone" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
+def test_doctor_reports_the_sandbox(capsys):
+    """doctor says whether grading is sandboxed here, and how."""
+    from backprop_course.grading.sandbox import probe
+
+    cli.main(["doctor"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("grading:"))
+    assert line.startswith("grading: sandboxed, bubblewrap" if probe().available else "grading:")
+    assert ("caps:" in line) == probe().available

@@ -258,8 +258,9 @@ def _error_text(error: BaseException) -> str:
     return f"{text}\n{LINE_TAG}{line}"[:2000] if line else text
 
 
-def handle(folder: str, number: int) -> None:
-    """Answer request ``number``: read ``req-N.pkl`` in ``folder``, write ``resp-N.json``."""
+def handle(folder: str, number: int, answers: str | None = None) -> None:
+    """Answer request ``number``: read ``req-N.pkl`` in ``folder``, write ``resp-N.json``
+    in ``answers`` (the same folder when not given)."""
     response: dict
     try:
         with open(os.path.join(folder, f"req-{number}.pkl"), "rb") as file:
@@ -286,7 +287,7 @@ def handle(folder: str, number: int) -> None:
         text = json.dumps(response, allow_nan=True)
     except BaseException as error:
         text = json.dumps({"error": [type(error).__name__, "the result could not be encoded"]})
-    path = os.path.join(folder, f"resp-{number}.json")
+    path = os.path.join(answers or folder, f"resp-{number}.json")
     with open(path + ".tmp", "w", encoding="utf-8") as file:
         file.write(text)
     os.replace(path + ".tmp", path)

@@ -3,8 +3,12 @@
 - :func:`find_submissions`: a notebook, a folder of notebooks (each one a
   submission named after its file), or a folder of per-student folders (the
   student is the folder's name; every notebook below it is theirs).
-- :func:`read_notebook`: a strict reader; anything that is not an nbformat 4
-  notebook is an :class:`InvalidNotebook` with the reason.
+  Checkpoints (``.ipynb_checkpoints``), hidden files and the ``NN_topic.new.ipynb``
+  copies that ``start`` writes are skipped; a symbolic link, or anything that
+  resolves outside the folder given, is a submission that is refused with the reason.
+- :func:`read_notebook`: a strict reader (a regular file, never followed
+  through a link, at most ``MAX_NOTEBOOK_BYTES`` read); anything that is not
+  an nbformat 4 notebook is an :class:`InvalidNotebook` with the reason.
 - :func:`match_lesson`: by file name (``NN_*.ipynb``), else by contents (the
   ``check("NN.id", ...)`` calls and the released cell ids it holds).
 - :func:`restore`: rebuild the notebook to run from the released exercises
@@ -16,7 +20,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -47,20 +53,44 @@ class InvalidNotebook(ValueError):
 
 @dataclass(frozen=True)
 class Submission:
-    """One notebook to grade: who submitted it, where it is, how the gradebook names it."""
+    """One notebook to grade: who submitted it, where it is, how the gradebook names it.
+
+    ``refused`` says why it is not graded at all (a link, outside the folder given).
+    """
 
     student: str
     path: Path
     notebook: str
+    refused: str = ""
+
+
+def _skipped(name: str) -> bool:
+    return name in _SKIP_DIRS or name.startswith(".") or name.endswith(".new.ipynb")
+
+
+def _refusal(path: Path, root: Path) -> str:
+    """Why ``path`` (found under ``root``) may not be graded; empty when it may."""
+    current = path
+    while True:
+        if current.is_symlink():
+            return "it is a symbolic link (submit the notebook itself)"
+        if current == root or current.parent == current:
+            break
+        current = current.parent
+    try:
+        path.resolve(strict=True).relative_to(root.resolve())
+    except (OSError, ValueError, RuntimeError):
+        return "it resolves outside the submissions folder"
+    return ""
 
 
 def _notebooks_below(folder: Path) -> list[Path]:
     found = []
     for path in sorted(folder.rglob("*.ipynb")):
         parts = path.relative_to(folder).parts
-        if any(p in _SKIP_DIRS or p.startswith(".") for p in parts):
+        if any(_skipped(p) for p in parts):
             continue
-        if path.is_file():
+        if path.is_file() or path.is_symlink():
             found.append(path)
     return found
 
@@ -70,36 +100,62 @@ def find_submissions(paths: Iterable[str | Path]) -> list[Submission]:
     out: list[Submission] = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise FileNotFoundError(f"no such file or folder: {path}")
-        if path.is_file():
-            out.append(Submission(path.stem, path, path.name))
+        if not path.is_dir() or (path.is_symlink() and path.suffix == ".ipynb"):
+            out.append(Submission(path.stem, path, path.name, _refusal(path, path.parent)))
             continue
         for entry in sorted(path.iterdir()):
-            if entry.name in _SKIP_DIRS or entry.name.startswith("."):
+            if _skipped(entry.name):
                 continue
-            if entry.is_file() and entry.suffix == ".ipynb":
-                out.append(Submission(entry.stem, entry, entry.name))
+            if entry.suffix == ".ipynb" and (entry.is_symlink() or entry.is_file()):
+                out.append(Submission(entry.stem, entry, entry.name, _refusal(entry, path)))
+            elif entry.is_symlink() and entry.is_dir():
+                reason = "its folder is a symbolic link (submit the notebooks themselves)"
+                out.append(Submission(entry.name, entry, entry.name, reason))
             elif entry.is_dir():
                 for notebook in _notebooks_below(entry):
-                    out.append(
-                        Submission(entry.name, notebook, notebook.relative_to(path).as_posix())
-                    )
+                    name = notebook.relative_to(path).as_posix()
+                    out.append(Submission(entry.name, notebook, name, _refusal(notebook, path)))
     return out
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
     """The notebook at ``path``, or :class:`InvalidNotebook` saying what is wrong with it."""
+    return parse_notebook(read_text(path))
+
+
+def read_text(path: Path) -> str:
+    """The text of the notebook file at ``path``, read safely (see the module docstring)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
-        size = path.stat().st_size
-        if size > MAX_NOTEBOOK_BYTES:
-            raise InvalidNotebook(f"the file is too large to be a notebook ({size} bytes)")
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidNotebook("the file is not UTF-8 text, so not a notebook") from None
+        fd = os.open(path, flags)
+    except OSError as error:
+        if os.path.islink(path):
+            raise InvalidNotebook("it is a symbolic link (submit the notebook itself)") from None
+        raise InvalidNotebook(f"the file cannot be read ({error.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidNotebook("it is not a regular file")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(2**20, MAX_NOTEBOOK_BYTES + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_NOTEBOOK_BYTES:
+                raise InvalidNotebook(
+                    f"the file is too large to be a notebook (over {MAX_NOTEBOOK_BYTES} bytes)"
+                )
     except OSError as error:
         raise InvalidNotebook(f"the file cannot be read ({error.strerror})") from None
-    return parse_notebook(text)
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidNotebook("the file is not UTF-8 text, so not a notebook") from None
 
 
 def parse_notebook(text: str) -> nbformat.NotebookNode:

@@ -3,13 +3,20 @@
 Every file is written atomically (a temporary file in the same folder, then
 ``os.replace``), so an interrupted run leaves either the old file or the new
 one, never half of one. Records are sorted, so the same grading gives
-byte-identical files.
+byte-identical files. ``gradebook.json`` is a list of the records; what the
+run was (its secret, the sandbox, warnings) goes beside it in
+``gradebook.meta.json``. A CSV cell that a spreadsheet would read as a
+formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return) is written with a leading ``'``, as spreadsheets expect;
+:func:`read_csv` takes it off again. :func:`locked` keeps a second grader out
+of the same folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -22,7 +29,9 @@ from pathlib import Path
 
 __all__ = [
     "FIELDS",
+    "META_NAME",
     "STATUSES",
+    "GradebookLocked",
     "Record",
     "read_csv",
     "summary_table",
@@ -41,7 +50,11 @@ STATUSES = (
     "invalid_notebook",
     "unknown_lesson",
     "tampered",
+    "duplicate",
+    "kernel_start_failed",
 )
+META_NAME = "gradebook.meta.json"
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,24 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def write_gradebook(records: list[Record], out: Path) -> tuple[Path, Path]:
-    """Write ``gradebook.csv`` and ``gradebook.json`` into ``out``; return their paths."""
+def _cell(value):
+    """A CSV cell no spreadsheet runs as a formula (a leading ``'`` where one could)."""
+    if isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return value
+
+
+def _uncell(value: str) -> str:
+    if len(value) > 1 and value[0] == "'" and value[1] in "".join(_FORMULA):
+        return value[1:]
+    return value
+
+
+def write_gradebook(
+    records: list[Record], out: Path, meta: dict | None = None
+) -> tuple[Path, Path]:
+    """Write ``gradebook.csv`` and ``gradebook.json`` (and, given ``meta``,
+    ``gradebook.meta.json``) into ``out``; return the first two paths."""
     rows = [
         {**asdict(r), "points": _number(r.points), "max_points": _number(r.max_points)}
         for r in records
@@ -93,7 +122,10 @@ def write_gradebook(records: list[Record], out: Path) -> tuple[Path, Path]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS, quoting=csv.QUOTE_MINIMAL)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    if meta is not None:
+        text = json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        _atomic_write(out / META_NAME, text)
     csv_path, json_path = out / "gradebook.csv", out / "gradebook.json"
     _atomic_write(json_path, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     _atomic_write(csv_path, buffer.getvalue())
@@ -107,7 +139,40 @@ def read_csv(path: Path) -> list[dict]:
     for row in rows:
         for key in ("points", "max_points"):
             row[key] = _number(float(row[key]))
+        for key in FIELDS:
+            if isinstance(row[key], str):
+                row[key] = _uncell(row[key])
     return rows
+
+
+class GradebookLocked(RuntimeError):
+    """Another grader is writing into the same folder."""
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold ``out/.gradebook.lock`` (an advisory lock) while a batch is graded into ``out``.
+
+    A second grader on the same folder gets :class:`GradebookLocked` at once, instead of
+    overwriting the first one's files. The lock goes when the process does, even killed.
+    """
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".gradebook.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise GradebookLocked(
+                    f"another `backprop-course grade` is writing into {out} (it holds "
+                    f"{out / '.gradebook.lock'}); wait for it to finish or choose another --out"
+                ) from None
+            raise
+        yield
+    finally:
+        os.close(fd)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -121,6 +186,8 @@ _LABEL = {
     "invalid_notebook": "invalid notebook",
     "unknown_lesson": "unknown lesson",
     "tampered": "tampered",
+    "duplicate": "duplicate (not graded)",
+    "kernel_start_failed": "kernel did not start",
 }
 
 

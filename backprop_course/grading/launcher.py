@@ -1,13 +1,17 @@
 """Start an IPython kernel under resource limits: run as a script, not imported.
 
-    python launcher.py --memory-mb M --cpu-seconds S --file-mb F --log LOG -- -f CONNECTION
+    python launcher.py --memory-mb M --cpu-seconds S --file-mb F --log LOG
+        [--uid U] [--nproc N] [--copy NOTEBOOK] -- -f CONNECTION
 
 sets the limits on this process (address space, CPU time, size of a written
-file, no core dumps), then replaces itself with ``python -m ipykernel_launcher``,
-which keeps them. The grader starts it in a new session, so the kernel and
-everything it starts share one process group that the grader can kill at once.
-It is kept tiny on purpose: it runs before every kernel and imports nothing
-from the course.
+file, no core dumps), drops to uid and gid ``U`` when it runs as root inside
+the sandbox (no capability survives that), caps the processes of that uid at
+``N``, copies ``NOTEBOOK`` into its working folder, then replaces itself
+with ``python -m ipykernel_launcher``, which keeps all of it. It runs inside
+the sandbox (:mod:`.sandbox`), or, with ``--no-sandbox``, in a new session,
+so the kernel and everything it starts share one process group that the
+grader can kill at once. It is kept tiny on purpose: it runs before every
+kernel and imports nothing from the course.
 """
 
 import os
@@ -41,6 +45,25 @@ def main(argv: list[str]) -> None:
     if file_mb > 0:
         _limit(resource.RLIMIT_FSIZE, file_mb * 2**20)
     _limit(resource.RLIMIT_CORE, 0)
+    uid = int(settings.get("--uid", -1))
+    if uid >= 0 and os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        if os.getuid() != uid or os.geteuid() != uid:  # pragma: no cover
+            raise SystemExit("could not drop privileges")
+    nproc = int(settings.get("--nproc", 0))
+    if nproc > 0:
+        _limit(resource.RLIMIT_NPROC, nproc)
+    copy = settings.get("--copy")
+    if copy:  # the notebook being graded, into the kernel's own (private, writable) folder
+        try:
+            with open(copy, "rb") as source:
+                data = source.read()
+            with open(os.path.basename(copy), "wb") as target:
+                target.write(data)
+        except OSError:
+            pass
     log = settings.get("--log")
     if log:  # the kernel's own chatter goes to a file, not the grader's terminal
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

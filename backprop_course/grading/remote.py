@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,7 +51,9 @@ __all__ = [
 ]
 
 MAX_RESPONSE_BYTES = 256 * 2**20
-AGENT_CALL = "__import__('backprop_course.grading.agent', fromlist=['handle']).handle({!r}, {})"
+AGENT_CALL = (
+    "__import__('backprop_course.grading.agent', fromlist=['handle']).handle({!r}, {}, {!r})"
+)
 
 
 class GradingInterrupt(BaseException):
@@ -192,6 +195,49 @@ class _Dumper(pickle.Pickler):
         return ("K", key) if key is not None else None
 
 
+# ---------------------------------------------------------------- files the kernel can reach
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a fresh file, never through a link or into a file someone placed there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them counted as read.
+
+    The kernel wrote it, so it may be a FIFO, a device or a link: open without
+    following links and without blocking, and refuse anything but a regular file.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ProtocolError("the kernel gave no answer to a grading request") from None
+    except OSError as error:
+        raise ProtocolError(f"the kernel's answer cannot be opened ({error.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ProtocolError("the kernel's answer is not a regular file")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(2**20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise ProtocolError(f"the kernel's answer is too large (over {limit} bytes)")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------- the session
 
 
@@ -210,10 +256,14 @@ class Session:
         *,
         request_timeout: float = 30.0,
         deadline: float | None = None,
+        answers: Path | None = None,
     ):
         self._run = run
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        # where the kernel writes its answers (a folder it can write; requests are not)
+        self.answers = Path(answers) if answers is not None else self.folder
+        self.answers.mkdir(parents=True, exist_ok=True)
         self.request_timeout = request_timeout
         self.deadline = deadline
         self._count = 0
@@ -267,18 +317,13 @@ class Session:
         number = self._count
         data = self._pickle(number, {"op": op, **fields})
         request_path = self.folder / f"req-{number}.pkl"
-        response_path = self.folder / f"resp-{number}.json"
-        request_path.write_bytes(data)
+        response_path = self.answers / f"resp-{number}.json"
+        _write_new(request_path, data)
         try:
-            self._run(AGENT_CALL.format(str(self.folder), number), timeout)
+            self._run(AGENT_CALL.format(str(self.folder), number, str(self.answers)), timeout)
+            raw = _read_capped(response_path, MAX_RESPONSE_BYTES)
             try:
-                size = response_path.stat().st_size
-            except FileNotFoundError:
-                raise ProtocolError("the kernel gave no answer to a grading request") from None
-            if size > MAX_RESPONSE_BYTES:
-                raise ProtocolError(f"the kernel's answer is too large ({size} bytes)")
-            try:
-                response = json.loads(response_path.read_text(encoding="utf-8"))
+                response = json.loads(raw.decode("utf-8"))
             except (ValueError, RecursionError, UnicodeDecodeError) as error:
                 raise ProtocolError(f"the kernel's answer is not valid JSON ({error})") from None
         finally:

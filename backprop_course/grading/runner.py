@@ -15,7 +15,9 @@
 
 Feedback never shows hidden test values: decimal numbers (and whole numbers of
 three or more digits) in a check's message are replaced by ``…``; the named
-mistake, and where it shows, remain.
+mistake, and where it shows, remain. Nor does it show what differs from run to
+run: memory addresses (``<function f at 0x7f…>``) and the grader's proxy class
+names are taken out, so grading the same folder twice gives the same feedback.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -44,11 +47,12 @@ from backprop_course.grading.discover import (
     Released,
     Submission,
     match_lesson,
+    parse_notebook,
     read_notebook,
     restore,
 )
 from backprop_course.grading.gradebook import Record
-from backprop_course.grading.kernel import Kernel, kernel_environment
+from backprop_course.grading.kernel import NOTEBOOK, Kernel, kernel_environment
 from backprop_course.grading.remote import (
     CannotSend,
     KernelDied,
@@ -56,11 +60,11 @@ from backprop_course.grading.remote import (
     RemoteTimeout,
     Session,
 )
+from backprop_course.grading.sandbox import Probe
 from backprop_course.outcome import Status, judge
 
-__all__ = ["DEFAULT_SECRET", "Job", "Options", "Outcome", "grade_submission", "hidden_seed"]
+__all__ = ["Job", "Options", "Outcome", "grade_submission", "hidden_seed"]
 
-DEFAULT_SECRET = b"backprop-course grader: hidden test inputs"
 MAX_OUTPUT_BYTES = 8 * 2**20
 MAX_FEEDBACK = 600
 
@@ -74,9 +78,11 @@ class Options:
 
     timeout: float = 120.0  # running the notebook; checking it gets as long again
     cell_timeout: float = 60.0  # one cell, or one request to the kernel
-    memory_mb: int = 4096  # address-space cap of a kernel (0: none)
-    secret: bytes = DEFAULT_SECRET
+    memory_mb: int = 4096  # address-space cap of a kernel process, and of its sandbox (0: none)
+    secret: bytes = b""  # derives the hidden inputs; grade() draws a fresh one per run
     threads: int = 1
+    sandbox: Probe | None = None  # None: no sandbox (--no-sandbox)
+    start_attempts: int = 2  # a kernel that fails to start is tried once more
 
     @property
     def cpu_seconds(self) -> int:
@@ -89,6 +95,8 @@ class Job:
     released: dict[str, str]  # lesson -> the released notebook's text
     released_names: dict[str, str]
     options: Options
+    text: str | None = None  # the notebook as read when the batch started (None: read it)
+    lesson: str | None = None  # its lesson, when known before grading
 
 
 @dataclass
@@ -117,9 +125,15 @@ _NUMBER = re.compile(
 )
 
 
+_ADDRESS = re.compile(r"\s+at\s+0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
+_PROXY = re.compile(r"\b(?:backprop_course\.grading\.remote\.)?(?:Callable)?Proxy\b")
+
+
 def redact(message: str) -> str:
-    """A check's message without the hidden inputs and expected values it quotes."""
-    text = _NUMBER.sub("…", message)
+    """A check's message without the hidden inputs and expected values it quotes, and
+    without what changes from run to run (memory addresses, proxy class names)."""
+    text = _PROXY.sub("object", _ADDRESS.sub("", message))
+    text = _NUMBER.sub("…", text)
     return text if len(text) <= MAX_FEEDBACK else text[: MAX_FEEDBACK - 1] + "…"
 
 
@@ -156,6 +170,7 @@ class _Grader:
         self.records: list[Record] = []
         self.notes: list[str] = []
         self.kernels = 0
+        self.start_failures = 0
 
     def record(self, exercise: str, points, max_points, status: str, feedback: str) -> None:
         self.records.append(
@@ -177,17 +192,31 @@ class _Grader:
         folder = self.workdir / f"kernel-{self.kernels}"
         (folder / "cwd").mkdir(parents=True)
         return Kernel(
-            folder, memory_mb=self.options.memory_mb, cpu_seconds=self.options.cpu_seconds
+            folder,
+            memory_mb=self.options.memory_mb,
+            cpu_seconds=self.options.cpu_seconds,
+            sandbox=self.options.sandbox,
+            threads=self.options.threads,
         )
 
     def _execute(self, prepared: Prepared, skipped: dict[int, str], deadline: float):
         """One run of the notebook in a fresh kernel: ("ok", kernel, nb) or (status, index)."""
-        kernel = self._start_kernel()
+        try:
+            kernel = self._start_kernel()
+        except OSError as error:
+            self.notes.append(f"the kernel could not be prepared: {error}"[:300])
+            return ("start_failed", None)
         nb = nbformat.from_dict(json.loads(json.dumps(prepared.nb)))
         for index, status in skipped.items():
             nb.cells[index].source = f"# skipped by the grader: this cell caused a {status}"
-        cwd = kernel.workdir / "cwd"
-        env = kernel_environment(kernel.workdir, self.options.threads)
+        with contextlib.suppress(OSError):  # a copy in the kernel's home, as in Jupyter
+            (kernel.private / NOTEBOOK).write_text(nbformat.writes(nb), encoding="utf-8")
+        if kernel.sandboxed:  # bwrap's own environment; the kernel's is built inside
+            cwd = kernel.workdir
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        else:
+            cwd = kernel.workdir / "cwd"
+            env = kernel_environment(kernel.workdir, self.options.threads)
         client = _Client(
             nb,
             km=kernel.manager,
@@ -229,7 +258,8 @@ class _Grader:
                     client.kc.stop_channels()
         except Exception as error:  # the kernel did not start
             kernel.kill()
-            self.notes.append(f"the kernel did not start: {type(error).__name__}: {error}"[:300])
+            message = redact(f"{type(error).__name__}: {error}".splitlines()[0])[:200]
+            self.notes.append(f"the kernel did not start: {message}")
             return ("start_failed", None)
         return ("ok", kernel, nb)
 
@@ -242,7 +272,12 @@ class _Grader:
             if result[0] == "ok":
                 return result[1], result[2]
             status, index = result
-            if status in ("deadline", "start_failed"):
+            if status == "start_failed":
+                self.start_failures += 1
+                if self.start_failures < self.options.start_attempts:
+                    continue  # once more: a machine under load can miss a start-up deadline
+                return None
+            if status == "deadline":
                 return None
             skipped[index] = status
             exercise = prepared.section[index]
@@ -287,7 +322,7 @@ class _Grader:
             for lesson, text in job.released.items()
         }
         try:
-            nb = read_notebook(sub.path)
+            nb = read_notebook(sub.path) if job.text is None else parse_notebook(job.text)
         except InvalidNotebook as error:
             lesson = match_lesson(sub.path.name, None, released)
             message = f"invalid notebook: {error}"
@@ -344,6 +379,18 @@ class _Grader:
                     else:
                         kernel, executed = up
                         session = self._session(kernel, check_deadline)
+                if (ran_out or kernel is None) and self.start_failures >= max(
+                    1, self.options.start_attempts
+                ):
+                    self.record(
+                        ex.id,
+                        0,
+                        ex.points,
+                        "kernel_start_failed",
+                        f"not graded: the notebook's kernel did not start "
+                        f"({self.start_failures} attempts)",
+                    )
+                    continue
                 if ran_out or kernel is None:
                     self.record(
                         ex.id,
@@ -388,9 +435,10 @@ class _Grader:
     def _session(self, kernel: Kernel, deadline: float) -> Session:
         return Session(
             kernel.run,
-            kernel.workdir / "rpc",
+            kernel.private / "rpc",
             request_timeout=self.options.cell_timeout,
             deadline=deadline,
+            answers=kernel.shared,
         )
 
 
