@@ -6,6 +6,7 @@ the notebooks inherit them too.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -87,3 +88,19 @@ def notebook_scores(path: Path, lesson: str, tmp_path: Path) -> dict[str, list[s
             if Path(record["folder"]).resolve() == path.parent and record["id"][:2] == lesson:
                 scores.setdefault(record["id"], []).append(record["status"])
     return scores
+
+
+# ---------------------------------------------------------------- the grader's sandbox
+
+
+@functools.cache
+def grading_sandbox() -> bool:
+    """Whether bubblewrap can sandbox the grader's kernels here (CI installs it).
+
+    Grading tests use the sandbox where it works and grade without it elsewhere (a
+    laptop without bubblewrap); tests/test_grading_hostile.py needs it, and fails on
+    CI when it is missing.
+    """
+    from backprop_course.grading.sandbox import probe
+
+    return probe().available

@@ -16,11 +16,11 @@ import pytest
 
 from backprop_course.grading import grade, read_secret
 from backprop_course.grading.gradebook import META_NAME, read_csv
-from conftest import ROOT
+from conftest import ROOT, grading_sandbox
 
 WELCOME, DERIVATIVES = "00_welcome", "01_derivatives"
 # Small limits keep the hostile cases quick; generous enough for a loaded 2-core machine.
-LIMITS = {"timeout": 90, "cell_timeout": 15, "memory_mb": 2500}
+LIMITS = {"timeout": 90, "cell_timeout": 15, "memory_mb": 2500, "sandbox": grading_sandbox()}
 
 
 def released(stem: str):

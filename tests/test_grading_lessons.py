@@ -13,7 +13,7 @@ import shutil
 
 from backprop_course import exercises
 from backprop_course.grading import grade
-from conftest import ROOT
+from conftest import ROOT, grading_sandbox
 
 STEMS = sorted(
     p.stem
@@ -34,6 +34,7 @@ def test_every_solution_earns_full_marks_through_the_grader(tmp_path):
         cell_timeout=240,
         workers=2,
         progress=False,
+        sandbox=grading_sandbox(),
     )
     got = {r.exercise: (r.status, r.points, r.max_points) for r in result.records}
     expected = {
