@@ -21,11 +21,92 @@ import numpy as np
 import torch
 
 from backprop_course import transformer as tr
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import NotAttempted, Wrong, assert_close, is_stub
 from backprop_course.device import torch_threads
 from backprop_course.exercises import exercise
+from backprop_course.rules import BY_HAND, call_under_rules
 
 RTOL, ATOL = 1e-6, 1e-9
+# A formula derived by hand agrees with autograd to about 1e-15 of the gradient's largest
+# entry (measured: at most 3e-15 over these checks); a finite difference, at best, to about
+# 1e-11. After the usual comparison (which names mistakes), every answer must also agree to
+# EXACT of its largest entry: the exercises ask for the exact gradient.
+EXACT = 1e-12
+
+_TR = "backprop_course.transformer."
+# The package's hand-written backward passes: each is the answer to one of these exercises
+# (or to all of them at once); numerical gradients and numpy layers are no derivation either.
+OP_BACKWARDS = tuple(
+    _TR + name
+    for name in (
+        "softmax_backward",
+        "layer_norm_backward",
+        "gelu_backward",
+        "gelu_derivative",
+        "linear_backward",
+        "attention_backward",
+        "SoftmaxFunction",
+        "LayerNormFunction",
+        "GELUFunction",
+        "CausalAttentionFunction",
+    )
+)
+BLOCK_BACKWARDS = tuple(
+    _TR + name
+    for name in (
+        "MultiHeadAttentionFunction",
+        "MLPFunction",
+        "MLPBlockFunction",
+        "TransformerBlockFunction",
+        "transformer_block_manual",
+        "_attn_backward",
+        "_mlp_backward",
+    )
+)
+NOT_A_DERIVATION = ("backprop_course.gradcheck", "backprop_course.nn")
+FORBIDDEN = OP_BACKWARDS + BLOCK_BACKWARDS + NOT_A_DERIVATION
+# 10.block_backward tells the learner to use the per-operation references, so only the
+# package's whole-block (and whole-branch) backward passes are refused there.
+FORBIDDEN_IN_BLOCK = BLOCK_BACKWARDS + NOT_A_DERIVATION
+
+
+def _call_by_hand(answer, *args, forbid=FORBIDDEN):
+    """The learner's backward, with autograd switched off and tripwired (rules.BY_HAND)."""
+    return call_under_rules(answer, *args, autograd=True, forbid=forbid, rule=BY_HAND)
+
+
+_LOW_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _refuse_low_precision(values: Mapping, expected: Mapping) -> None:
+    """A float32 (or half) gradient that is right at its own precision: name the dtype."""
+    for name, value in values.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype not in _LOW_PRECISION:
+            continue
+        got = _array(value, name)
+        want = np.asarray(torch.as_tensor(expected[name]).detach().numpy(), dtype=float)
+        if got.shape == want.shape and np.allclose(got, want, rtol=1e-3, atol=1e-5):
+            raise Wrong(
+                f"{name} is a {str(dtype).removeprefix('torch.')} tensor, right only to "
+                f"{str(dtype).removeprefix('torch.')} precision: the inputs are float64; "
+                "keep every computation in float64 (no .float(), no float32 tensors)"
+            )
+
+
+def _require_exact(got: Mapping[str, np.ndarray], expected: Mapping, context: str) -> None:
+    """After the usual comparison: Wrong unless every gradient agrees to rounding error."""
+    for name, value in got.items():
+        want = np.asarray(torch.as_tensor(expected[name]).detach().numpy(), dtype=float)
+        scale = max(float(np.abs(want).max()), 1e-300)
+        error = float(np.abs(value - want).max()) / scale
+        if error <= EXACT:
+            continue
+        raise Wrong(
+            f"{name} agrees with the exact gradient only to about {error:.0e} (relative) "
+            f"{context}: {BY_HAND}, exact to rounding error (about 1e-15); a finite "
+            "difference, or a step computed in lower precision, is not exact"
+        )
 
 
 def _one_thread(checker):
@@ -79,6 +160,15 @@ def _unpack(result, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
     if len(result) != len(names):
         raise Wrong(f"{what} should return {wanted}: {len(names)} tensors, got {len(result)}")
     return {n: _array(r, n) for n, r in zip(names, result)}
+
+
+def _raw_items(result, names: Sequence[str]) -> dict:
+    """The learner's returned tensors by name, before any conversion (to see their dtype)."""
+    if isinstance(result, Mapping):
+        return {n: result[n] for n in names if n in result}
+    if isinstance(result, (tuple, list)) and len(result) == len(names):
+        return dict(zip(names, result))
+    return {}
 
 
 def _index(flat_index, shape) -> str:
@@ -179,11 +269,13 @@ def check_gradients(
 )
 @_one_thread
 def _softmax_backward(answer, rng):
-    for shape in ((1, 5), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 7)):
+    for shape in ((3, 5), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 7)):
         x = _tensor(rng, *shape, scale=2.0)
         dy = _tensor(rng, *shape)
         y = tr.softmax(x)
-        got = call(answer, y.clone(), dy.clone(), what="softmax_backward")
+        raw = _call_by_hand(answer, y.clone(), dy.clone())
+        _refuse_low_precision({"dx": raw}, {"dx": tr.softmax_backward(y, dy)})
+        got = raw
         row_sum = (y * dy).sum(dim=-1, keepdim=True)
         assert_close(
             got,
@@ -206,6 +298,11 @@ def _softmax_backward(answer, rng):
                 * (dy - (y * dy).sum()),
                 "forgot to multiply by y outside the bracket": dy - row_sum,
             },
+        )
+        _require_exact(
+            {"dx": _array(got, "dx")},
+            {"dx": tr.softmax_backward(y, dy)},
+            f"for y and dy of shape {tuple(shape)}",
         )
 
 
@@ -259,9 +356,11 @@ def _layer_norm_backward(answer, rng):
         beta = _tensor(rng, C, scale=0.5)
         dy = _tensor(rng, *shape)
         eps = float(rng.choice([1e-5, 1e-3]))
-        result = call(answer, x.clone(), gamma.clone(), dy.clone(), eps, what="layer_norm_backward")
+        result = _call_by_hand(answer, x.clone(), gamma.clone(), dy.clone(), eps)
         got = _unpack(result, ("dx", "dgamma", "dbeta"), "layer_norm_backward")
         dx, dgamma, dbeta = _grad(partial(tr.layer_norm, eps=eps), (x, gamma, beta), dy)
+        want = {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+        _refuse_low_precision(_raw_items(result, ("dx", "dgamma", "dbeta")), want)
 
         variant = partial(_layer_norm_variant, x, gamma, dy, eps)
 
@@ -301,6 +400,7 @@ def _layer_norm_backward(answer, rng):
                 "forgot rstd in dx": {"dx": dx / rstd},
             },
         )
+        _require_exact(got, want, f"for x of shape {tuple(shape)}")
 
 
 # ------------------------------------------------------------------ 10.gelu_backward
@@ -326,8 +426,9 @@ def _gelu_backward(answer, rng):
     for shape in ((7,), (int(rng.integers(2, 4)), int(rng.integers(3, 6)), 5)):
         x = _tensor(rng, *shape, scale=2.0)
         dy = _tensor(rng, *shape)
-        got = call(answer, x.clone(), dy.clone(), what="gelu_backward")
+        got = _call_by_hand(answer, x.clone(), dy.clone())
         (expected,) = _grad(tr.gelu, (x,), dy)
+        _refuse_low_precision({"dx": got}, {"dx": expected})
         t = torch.tanh(_C * (x + _A * x**3))
         du = _C * (1 + 3 * _A * x**2)
         phi = torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
@@ -355,6 +456,7 @@ def _gelu_backward(answer, rng):
                 + 0.5 * x * (1 - t**2) * du,
             },
         )
+        _require_exact({"dx": _array(got, "dx")}, {"dx": expected}, f"for x of shape {shape}")
 
 
 # ------------------------------------------------------------------ 10.attention_backward
@@ -395,11 +497,11 @@ def _attention_backward(answer, rng):
     for B, H, T, d in ((1, 1, 3, 2), (2, int(rng.integers(2, 4)), int(rng.integers(4, 7)), 4)):
         q, k, v = (_tensor(rng, B, H, T, d) for _ in range(3))
         dout = _tensor(rng, B, H, T, d)
-        result = call(
-            answer, q.clone(), k.clone(), v.clone(), dout.clone(), what="attention_backward"
-        )
+        result = _call_by_hand(answer, q.clone(), k.clone(), v.clone(), dout.clone())
         got = _unpack(result, ("dQ", "dK", "dV"), "attention_backward")
         dq, dk, dv = _grad(tr.causal_attention, (q, k, v), dout)
+        want = {"dQ": dq, "dK": dk, "dV": dv}
+        _refuse_low_precision(_raw_items(result, ("dQ", "dK", "dV")), want)
 
         variant = partial(_attention_variant, q, k, v, dout)
 
@@ -420,6 +522,7 @@ def _attention_backward(answer, rng):
                 "dQ and dK are swapped": {"dQ": dk, "dK": dq},
             },
         )
+        _require_exact(got, want, f"for q, k, v of shape {(B, H, T, d)}")
 
 
 # ------------------------------------------------------------------ 10.block_backward
@@ -493,13 +596,13 @@ def _block_backward(answer, rng):
         params = tr.init_block_params(C, generator=seed, scale=0.3)
         x = _tensor(rng, B, T, C)
         dout = _tensor(rng, B, T, C)
-        result = call(
+        result = _call_by_hand(
             answer,
             x.clone(),
             {n: t.clone() for n, t in params.items()},
             dout.clone(),
             n_head,
-            what="block_backward",
+            forbid=FORBIDDEN_IN_BLOCK,
         )
         if is_stub(result):
             raise NotAttempted
@@ -512,6 +615,7 @@ def _block_backward(answer, rng):
         inputs = (x, *(params[n] for n in tr.BLOCK_PARAMETER_NAMES))
         autograd = _grad(partial(_block_from_list, n_head=n_head), inputs, dout)
         expected = dict(zip(BLOCK_GRADIENTS, autograd))
+        _refuse_low_precision({n: result[n] for n in BLOCK_GRADIENTS}, expected)
         variant = partial(_block_grads, x, params, dout, n_head)
 
         check_gradients(
@@ -531,6 +635,7 @@ def _block_backward(answer, rng):
                 "gradient": partial(variant, attn_gets_total=False),
             },
         )
+        _require_exact(got, expected, f"for x of shape {(B, T, C)} with {n_head} head(s)")
 
 
 # ------------------------------------------------------------------ 10.activation_bytes
@@ -566,7 +671,9 @@ def _activation_bytes(answer, rng):
             )
         )
     for B, T, C, H, itemsize in cases:
-        got = call(answer, B, T, C, H, itemsize, what="activation_bytes")
+        got = call_under_rules(
+            answer, B, T, C, H, itemsize, forbid=(_TR + "block_activation_bytes",)
+        )
         n = itemsize
         btc, att, rstd = B * T * C, B * H * T * T, 2 * B * T
         assert_close(
