@@ -9,6 +9,7 @@ a numpy reference that follows ``torch.optim`` exactly.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -16,11 +17,31 @@ from backprop_course.compare import (
     NotAttempted,
     Wrong,
     assert_close,
-    call,
     expect_tuple,
     is_stub,
 )
 from backprop_course.exercises import exercise
+from backprop_course.rules import call_under_rules, refuse_reference
+
+# Each exercise asks for an update rule or a schedule written out: the package's optimizers
+# and schedules (backprop_course.optim), torch's, and this module's own references are the
+# answers, not a way to compute them.
+FORBIDDEN = ("backprop_course.optim", "backprop_course.exercises.lesson08")
+FORBIDDEN_TORCH = (
+    "torch.optim.SGD",
+    "torch.optim.RMSprop",
+    "torch.optim.Adam",
+    "torch.optim.AdamW",
+    "torch.optim.lr_scheduler",
+)
+
+
+def call(answer, *args, what=None):
+    """The learner's function, with the package's and torch's optimizers refused."""
+    refuse_reference(answer, ("backprop_course.optim.warmup_cosine",))
+    # torch's optimizers only where torch is loaded: these numpy checks need not import it
+    forbid = FORBIDDEN + (FORBIDDEN_TORCH if "torch" in sys.modules else ())
+    return call_under_rules(answer, *args, forbid=forbid)
 
 
 def _shape(rng):
