@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -18,12 +19,18 @@ from typing import Any
 import numpy as np
 
 from backprop_course import exercises, settings
-from backprop_course.compare import NotAttempted, Wrong
+from backprop_course.outcome import Status, judge
 from backprop_course.progress import ProgressStore
 
 __all__ = ["CheckResult", "check", "evaluate", "hint", "progress"]
 
-CORRECT, WRONG, NOT_ATTEMPTED, UNKNOWN = "correct", "wrong", "not attempted", "unknown exercise"
+CORRECT, WRONG, NOT_ATTEMPTED, ERROR, UNKNOWN = (
+    Status.CORRECT,
+    Status.WRONG,
+    Status.NOT_ATTEMPTED,
+    Status.ERROR,
+    Status.UNKNOWN,
+)
 
 # status: (text colour, background, label, CSS class). The label carries the verdict in
 # words and a symbol, so it reads the same without colour (or in a terminal); the CSS
@@ -32,6 +39,7 @@ _STYLE = {
     CORRECT: ("#1b5e20", "#e8f5e9", "✔ PASS", "bpc-pass"),
     WRONG: ("#b71c1c", "#ffebee", "✘ FAIL", "bpc-fail"),
     NOT_ATTEMPTED: ("#5d4037", "#fff8e1", "… NOT ATTEMPTED", "bpc-not-attempted"),
+    ERROR: ("#e65100", "#fff3e0", "⚠ CHECK FAILED", "bpc-error"),
     UNKNOWN: ("#4a148c", "#f3e5f5", "? UNKNOWN EXERCISE", "bpc-unknown"),
 }
 
@@ -42,24 +50,27 @@ class CheckResult:
 
     exercise_id: str
     title: str
-    status: str
+    status: Status
     message: str
     points: float
     max_points: float
     next_hint: str | None = None
     hint_number: int = 0  # which hint next_hint is (1-based), of hint_total
     hint_total: int = 0
+    label: str | None = None  # replaces the status's label (a call of check() it cannot use)
 
     @property
     def passed(self) -> bool:
         return self.status == CORRECT
 
     def __str__(self) -> str:
-        label = _STYLE[self.status][2]
+        label = self.label or _STYLE[self.status][2]
+        if self.status == UNKNOWN:
+            return f"{label}  {self.message}"
         lines = [
             f"{label}  {self.exercise_id} ({self.title}): "
             f"{_fmt(self.points)}/{_fmt(self.max_points)} points",
-            f"  {self.message}",
+            *(f"  {line}" for line in self.message.splitlines()),
         ]
         if self.next_hint and not self.passed:
             lines.append(f"  Stuck? hint({self.exercise_id!r}) shows a hint.")
@@ -67,6 +78,15 @@ class CheckResult:
 
     def _repr_html_(self) -> str:
         color, background, label, css = _STYLE[self.status]
+        label = self.label or label
+        if self.status == UNKNOWN:
+            return (
+                f"<div class='bpc-check {css}' role='status' "
+                f"style='border-left:6px solid {color};background:{background};"
+                f"padding:6px 10px;margin:4px 0;font-family:sans-serif;color:#212121'>"
+                f"<b class='bpc-label' style='color:{color}'>{label}</b> "
+                f"<span class='bpc-message'>{html.escape(self.message)}</span></div>"
+            )
         hint_html = ""
         if self.next_hint and not self.passed:
             which = f" {self.hint_number} of {self.hint_total}" if self.hint_total else ""
@@ -113,30 +133,7 @@ def evaluate(exercise_id: str, answer: Any, *, seed: int | None = None) -> Check
     except KeyError as error:
         return CheckResult(str(exercise_id), "", UNKNOWN, str(error.args[0]), 0, 0)
     rng = np.random.default_rng(_fresh_seed() if seed is None else seed)
-    try:
-        ex.checker(answer, rng)
-    except NotAttempted:
-        status, message = (
-            NOT_ATTEMPTED,
-            (
-                f"Replace the `...` placeholder with your answer (it is bound to "
-                f"`{ex.answer}`), then run this cell again."
-            ),
-        )
-    except Wrong as wrong:
-        status, message = WRONG, str(wrong)
-    except RecursionError:
-        status, message = WRONG, "your code recursed too deeply (an infinite recursion?)"
-    except Exception as error:  # a bug in a check must never reach the learner as a traceback
-        status, message = (
-            WRONG,
-            (
-                f"checking raised {type(error).__name__}: {error}. If your answer has the right "
-                f"type and shape, this may be a bug in the course: please report it."
-            ),
-        )
-    else:
-        status, message = CORRECT, "Correct: it matches the reference on fresh random inputs."
+    status, message = judge(ex, answer, rng)
     points = ex.points if status == CORRECT else 0
     return CheckResult(
         ex.id,
@@ -164,13 +161,21 @@ def _show(obj: Any) -> None:
         display(obj)
 
 
-def check(exercise_id: str, answer: Any) -> None:
+_MISSING = object()
+
+
+def check(exercise_id: Any = _MISSING, answer: Any = _MISSING, *args: Any, **kwargs: Any) -> None:
     """Check your answer to an exercise, show why it is right or wrong, record progress.
 
     ``answer`` is what the exercise asks for: usually the function or value
-    you just wrote. This never raises: a wrong or unfinished answer is reported.
+    you just wrote. This never raises: a wrong or unfinished answer, or a call
+    with the wrong arguments, is reported.
     """
+    if exercise_id is _MISSING or answer is _MISSING or args or kwargs:
+        _show(_usage(exercise_id, answer, args, kwargs))
+        return
     result = evaluate(exercise_id, answer)
+    _log(result)
     if result.status != UNKNOWN and settings.recording_enabled():
         store = ProgressStore.default()
         try:
@@ -184,6 +189,42 @@ def check(exercise_id: str, answer: Any) -> None:
         nxt = ex.hints[shown] if shown < len(ex.hints) else None
         result = dataclasses.replace(result, next_hint=nxt, hint_number=shown + 1 if nxt else 0)
     _show(result)
+
+
+def _log(result: CheckResult) -> None:
+    """One JSON line per check() for the test suite (``BACKPROP_COURSE_CHECK_LOG``)."""
+    path = settings.check_log()
+    if path is None:
+        return
+    line = json.dumps(
+        {
+            "folder": os.getcwd(),
+            "id": result.exercise_id,
+            "status": str(result.status),
+            "message": result.message,
+        }
+    )
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+    except OSError:
+        pass
+
+
+def _usage(exercise_id: Any, answer: Any, args: tuple, kwargs: dict) -> CheckResult:
+    if exercise_id is _MISSING:
+        got = "no arguments"
+    elif answer is _MISSING:
+        got = f"only {exercise_id!r}"
+    else:
+        got = f"{2 + len(args) + len(kwargs)} arguments"
+    message = (
+        "check() takes two things: the exercise id and your answer, e.g. "
+        f'check("01.central_difference", central_difference); it got {got}.'
+    )
+    return CheckResult(
+        str(exercise_id if exercise_id is not _MISSING else ""), "", UNKNOWN, message, 0, 0
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ finds every knob in one place.
 | ``BACKPROP_COURSE_HOME`` | folder for the progress store | ``~/.backprop_course`` |
 | ``BACKPROP_COURSE_TEST_MODE`` | ``1``: lessons shrink their work to seconds | unset |
 | ``BACKPROP_COURSE_NO_RECORD`` | ``1``: ``check()`` records nothing (the grader) | unset |
+| ``BACKPROP_COURSE_CHECK_LOG`` | file that ``check()`` appends results to (tests) | unset |
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 HOME_VARIABLE = "BACKPROP_COURSE_HOME"
 TEST_MODE_VARIABLE = "BACKPROP_COURSE_TEST_MODE"
 NO_RECORD_VARIABLE = "BACKPROP_COURSE_NO_RECORD"
+CHECK_LOG_VARIABLE = "BACKPROP_COURSE_CHECK_LOG"
 
 
 def _flag(name: str) -> bool:
@@ -45,3 +47,9 @@ def test_mode() -> bool:
 def recording_enabled() -> bool:
     """False when ``check()`` must not write progress (set by the grader)."""
     return not _flag(NO_RECORD_VARIABLE)
+
+
+def check_log() -> Path | None:
+    """The file ``check()`` appends its results to, if one is set."""
+    configured = os.environ.get(CHECK_LOG_VARIABLE, "").strip()
+    return Path(configured) if configured else None

@@ -38,6 +38,9 @@ def lesson_feedback_tests(
     also_correct: Sequence[tuple[str, Any]] = (),
     stubs: Mapping[str, Any] | None = None,
     several: bool = False,
+    shortcuts: Sequence[tuple[str, Any, str]] = (),
+    ruled: Sequence[str] = (),
+    correct_seeds: int | Mapping[str, int] = 20,
 ) -> dict[str, Callable]:
     """The standard feedback tests of a lesson, as test functions to bind in a test module::
 
@@ -49,6 +52,11 @@ def lesson_feedback_tests(
     - ``also_correct``: (id, answer): other correct forms, each passing on 5 seeds.
     - ``stubs``: id -> what release leaves for that answer (default, for answers that are
       functions: a function returning ``...``); it and ``...`` itself are NOT ATTEMPTED.
+    - ``shortcuts``: (id, answer, reason): an answer that breaks the exercise's rule
+      (delegating to the package, autograd where it is forbidden, a finite difference where
+      the exact value is asked...) is NOT correct on 3 seeds, with ``reason`` in the message.
+    - ``ruled``: the exercises whose text states a rule; each needs a row in ``shortcuts``.
+    - ``correct_seeds``: how many draws a correct answer passes (per id for expensive checks).
     - every exercise of ``lessons`` appears in ``correct`` and ``wrong``.
     """
     lessons = (lessons,) if isinstance(lessons, str) else lessons
@@ -58,8 +66,13 @@ def lesson_feedback_tests(
     @pytest.mark.parametrize("exercise_id", ids)
     def test_correct_answers_pass(exercise_id, home):
         """Every correct answer passes on many fresh draws of the test inputs."""
+        seeds = (
+            correct_seeds.get(exercise_id, 20)
+            if isinstance(correct_seeds, Mapping)
+            else correct_seeds
+        )
         for answer in answers[exercise_id]:
-            assert_passes(exercise_id, answer, seeds=20)
+            assert_passes(exercise_id, answer, seeds=seeds)
 
     @pytest.mark.parametrize(
         ("exercise_id", "answer", "reason"), wrong, ids=[f"{w[0]}-{i}" for i, w in enumerate(wrong)]
@@ -83,7 +96,33 @@ def lesson_feedback_tests(
         registered = {e.id for e in exercises.all_exercises() if e.lesson in lessons}
         assert registered == set(correct) == {w[0] for w in wrong}
 
+    if shortcuts or ruled:
+
+        @pytest.mark.parametrize(
+            ("exercise_id", "answer", "reason"),
+            shortcuts,
+            ids=[f"{s[0]}-{i}" for i, s in enumerate(shortcuts)],
+        )
+        def test_shortcuts_are_refused(exercise_id, answer, reason, home):
+            """An answer that breaks the exercise's rule earns nothing, and is told which rule."""
+            for seed in range(3):
+                result = evaluate(exercise_id, answer, seed=seed)
+                assert result.status != CORRECT and result.points == 0, result.message
+                assert reason in result.message, result.message
+
+        def test_every_stated_rule_has_shortcuts():
+            """Each exercise whose text states a rule has at least one refused shortcut."""
+            assert set(ruled) <= {s[0] for s in shortcuts}
+
+        extra = {
+            "test_shortcuts_are_refused": test_shortcuts_are_refused,
+            "test_every_stated_rule_has_shortcuts": test_every_stated_rule_has_shortcuts,
+        }
+    else:
+        extra = {}
+
     tests = {
+        **extra,
         "test_correct_answers_pass": test_correct_answers_pass,
         "test_wrong_answers_say_why": test_wrong_answers_say_why,
         "test_stubs_are_not_attempted": test_stubs_are_not_attempted,

@@ -138,15 +138,6 @@ def test_hints_are_progressive(home, capsys):
     assert ProgressStore.default().hints_shown("01.gradient") == 3
 
 
-def test_check_offers_the_next_unrevealed_hint(home, capsys):
-    """After hints are revealed, the feedback offers the next one."""
-    hint("00.slope")
-    check("00.slope", 1.0)
-    capsys.readouterr()
-    result = evaluate("00.slope", 1.0)
-    assert result.next_hint is not None
-
-
 def test_hint_for_unknown_id(home, capsys):
     """hint() with a wrong id explains instead of raising."""
     hint("99.nothing")

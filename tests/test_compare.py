@@ -8,10 +8,16 @@ import pytest
 from backprop_course.compare import (
     NotAttempted,
     Wrong,
+    as_array,
     assert_choice,
     assert_close,
     call,
+    check_gradients,
+    distinct_sizes,
+    expect_mapping,
     is_stub,
+    signed,
+    unpack,
 )
 
 
@@ -107,3 +113,78 @@ def test_choice_explains_wrong_option():
         assert_choice("b", "a", choices, name="q", why={"b": "because"})
     with pytest.raises(Wrong, match="should be one of 'a', 'b'"):
         assert_choice("c", "a", choices, name="q")
+
+
+def test_none_is_a_missing_return():
+    """None where a value is expected says that a `return` may be missing."""
+    for helper in (
+        lambda: assert_close(None, [1.0, 2.0], name="grad"),
+        lambda: as_array(None, "grad"),
+        lambda: unpack(None, ["dx", "dw"], what="backward"),
+        lambda: expect_mapping(None, ["a"], name="grads"),
+    ):
+        with pytest.raises(Wrong, match="`return` missing"):
+            helper()
+
+
+def test_constant_factor_only_for_arrays():
+    """A single wrong number is not described as 'off by a constant factor'."""
+    with pytest.raises(Wrong) as error:
+        assert_close(2.0, 1.0, name="slope")
+    assert "factor" not in str(error.value)
+    with pytest.raises(Wrong, match="constant factor of 2"):
+        assert_close([2.0, 4.0], [1.0, 2.0], name="grad")
+
+
+def test_float32_answer_is_named():
+    """An answer right only to float32 precision says so, not 'x, expected x'."""
+    expected = np.array([0.0581238123456789, 1.0 / 3.0])
+    with pytest.raises(Wrong, match="float32") as error:
+        assert_close(expected.astype(np.float32), expected, name="grad", rtol=1e-10)
+    assert "compute in float64" in str(error.value)
+
+
+def test_scalar_messages_show_enough_digits():
+    """Two close numbers are printed with enough digits to differ."""
+    with pytest.raises(Wrong) as error:
+        assert_close(0.05812381, 0.05812384, name="x", rtol=1e-10)
+    assert "0.05812381" in str(error.value) and "0.05812384" in str(error.value)
+
+
+def test_learner_exception_is_short_and_shows_the_line():
+    """A crash is reported in a few lines: the exception, the call and the learner's line."""
+
+    def learner(x):
+        return np.ones((300, 300)) @ np.ones((7, 7)) + x
+
+    with pytest.raises(Wrong) as error:
+        call(learner, 1.0, what="learner")
+    text = str(error.value)
+    assert "ValueError" in text and "learner(1)" in text
+    assert "np.ones((300, 300)) @ np.ones((7, 7))" in text
+    assert len(text) < 600 and len(text.splitlines()) <= 4
+
+
+def test_unpack_and_helpers():
+    """unpack takes a tuple or dict; signed and distinct_sizes draw as promised."""
+    assert unpack((1, 2), ["a", "b"]) == {"a": 1, "b": 2}
+    assert unpack({"b": 2, "a": 1}, ["a", "b"]) == {"a": 1, "b": 2}
+    with pytest.raises(Wrong, match=r"\(a, b\)"):
+        unpack((1, 2, 3), ["a", "b"])
+    with pytest.raises(NotAttempted):
+        unpack((1, ...), ["a", "b"])
+    rng = np.random.default_rng(0)
+    assert all(0.5 <= abs(signed(rng, 0.5, 2.0)) <= 2.0 for _ in range(50))
+    sizes = distinct_sizes(rng, 4)
+    assert len(set(sizes)) == 4 and all(2 <= s < 9 for s in sizes)
+
+
+def test_check_gradients_names_the_wrong_one():
+    """Several gradients: the message names the wrong one and the right ones."""
+    want = {"dx": np.ones((2, 3)), "dw": np.arange(6.0).reshape(3, 2)}
+    got = {"dx": np.ones((2, 3)), "dw": 2 * np.arange(6.0).reshape(3, 2)}
+    with pytest.raises(Wrong) as error:
+        check_gradients(got, want)
+    assert "dw is wrong" in str(error.value) and "dx is right" in str(error.value)
+    with pytest.raises(Wrong, match="transposed"):
+        check_gradients({"dx": np.ones((3, 2)), "dw": want["dw"]}, want)

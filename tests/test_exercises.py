@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from backprop_course import exercises
 from backprop_course.checking import CORRECT, NOT_ATTEMPTED
 from backprop_course.course import lessons
-from conftest import ROOT
+from conftest import ROOT, notebook_scores
 
 CHECK_CALL = re.compile(r"""^check\(["'](?P<id>\d\d\.\w+)["'],\s*(?P<answer>\w+)\)\s*$""", re.M)
 GRADED = sorted(p.stem for p in (ROOT / "solutions").glob("*.ipynb"))
@@ -71,35 +69,21 @@ def test_every_lesson_has_all_three_notebooks():
             assert lesson.parts == ("notebooks", "exercises", "solutions"), lesson
 
 
-def score_notebook(path, lesson: str) -> dict[str, tuple[str, str]]:
-    """Execute a notebook, then evaluate each answer it bound, with a fixed seed."""
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.append(
-        nbformat.v4.new_code_cell(
-            "import json as _json\n"
-            "from backprop_course import evaluate as _evaluate, exercises as _exercises\n"
-            "_scores = {}\n"
-            f"for _e in _exercises.for_lesson({lesson!r}):\n"
-            "    _r = _evaluate(_e.id, globals().get(_e.answer, None), seed=1234)\n"
-            "    _scores[_e.id] = (_r.status, _r.message)\n"
-            "print(_json.dumps(_scores))"
-        )
-    )
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
-    return json.loads(nb.cells[-1].outputs[0]["text"])
-
-
+@pytest.mark.after_notebooks
 @pytest.mark.parametrize("stem", GRADED)
-def test_solutions_earn_full_marks(stem):
-    """Every solution notebook runs without error and passes every check."""
-    scores = score_notebook(ROOT / "solutions" / f"{stem}.ipynb", stem[:2])
-    assert {k: v[0] for k, v in scores.items()} == dict.fromkeys(scores, CORRECT), scores
+def test_solutions_earn_full_marks(stem, tmp_path):
+    """Every solution notebook ran to the end and every one of its checks passed."""
+    scores = notebook_scores(ROOT / "solutions" / f"{stem}.ipynb", stem[:2], tmp_path)
+    ids = [e.id for e in exercises.for_lesson(stem[:2])]
+    assert sorted(scores) == sorted(ids), f"checks that did not run: {set(ids) - set(scores)}"
+    assert {k: set(v) for k, v in scores.items()} == {k: {CORRECT} for k in ids}, scores
 
 
+@pytest.mark.after_notebooks
 @pytest.mark.parametrize("stem", GRADED)
-def test_untouched_exercises_are_not_attempted(stem):
-    """Every released exercise notebook runs without error and scores zero."""
-    scores = score_notebook(ROOT / "exercises" / f"{stem}.ipynb", stem[:2])
-    assert {k: v[0] for k, v in scores.items()} == dict.fromkeys(scores, NOT_ATTEMPTED), scores
+def test_untouched_exercises_are_not_attempted(stem, tmp_path):
+    """Every released exercise notebook ran to the end and every check said not attempted."""
+    scores = notebook_scores(ROOT / "exercises" / f"{stem}.ipynb", stem[:2], tmp_path)
+    ids = [e.id for e in exercises.for_lesson(stem[:2])]
+    assert sorted(scores) == sorted(ids), f"checks that did not run: {set(ids) - set(scores)}"
+    assert {k: set(v) for k, v in scores.items()} == {k: {NOT_ATTEMPTED} for k in ids}, scores

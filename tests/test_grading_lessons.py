@@ -1,14 +1,15 @@
-"""Every lesson through the grader: solutions earn full marks, untouched exercises zero.
+"""Every lesson through the grader: each solution earns full marks on hidden inputs.
 
 This is the proof that every exercise's check works on remote proxies of the
-learner's answers (from outside the learner's kernel), lesson by lesson.
+learner's answers (from outside the learner's kernel, with its rules enforced
+inside it), lesson by lesson. That untouched exercises score zero is read from the
+suite's own run of exercises/ (tests/test_exercises.py); a blank submission through
+the grader is covered by tests/test_grading.py.
 """
 
 from __future__ import annotations
 
 import shutil
-
-import pytest
 
 from backprop_course import exercises
 from backprop_course.grading import grade
@@ -17,15 +18,15 @@ from conftest import ROOT
 STEMS = sorted(
     p.stem
     for p in (ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")
-    if (ROOT / "exercises" / p.name).exists() and p.stem[:2] in exercises.lessons()
+    if p.stem[:2] in exercises.lessons()
 )
 
 
-@pytest.mark.parametrize("stem", STEMS)
-def test_solutions_full_marks_exercises_not_attempted(stem, tmp_path):
-    for part in ("solutions", "exercises"):
-        (tmp_path / "in" / part).mkdir(parents=True)
-        shutil.copy(ROOT / part / f"{stem}.ipynb", tmp_path / "in" / part)
+def test_every_solution_earns_full_marks_through_the_grader(tmp_path):
+    """One batch of every lesson's solution: every exercise is correct, with full points."""
+    (tmp_path / "in" / "solutions").mkdir(parents=True)
+    for stem in STEMS:
+        shutil.copy(ROOT / "solutions" / f"{stem}.ipynb", tmp_path / "in" / "solutions")
     result = grade(
         [tmp_path / "in"],
         tmp_path / "out",
@@ -34,12 +35,16 @@ def test_solutions_full_marks_exercises_not_attempted(stem, tmp_path):
         workers=2,
         progress=False,
     )
-    ids = [e.id for e in exercises.for_lesson(stem[:2])]
-    got = {(r.submission, r.exercise): (r.status, r.points, r.max_points) for r in result.records}
-    expected = {}
-    for ex in exercises.for_lesson(stem[:2]):
-        expected[("solutions", ex.id)] = ("correct", ex.points, ex.points)
-        expected[("exercises", ex.id)] = ("not_attempted", 0, ex.points)
-    assert got == expected, {k: v for k, v in got.items() if expected.get(k) != v} or ids
-    feedback = {(r.submission, r.exercise): r.feedback for r in result.records}
-    assert all(feedback[k] for k in feedback), "every row has feedback"
+    got = {r.exercise: (r.status, r.points, r.max_points) for r in result.records}
+    expected = {
+        ex.id: ("correct", ex.points, ex.points)
+        for stem in STEMS
+        for ex in exercises.for_lesson(stem[:2])
+    }
+    wrong = {
+        k: (v, next(r.feedback for r in result.records if r.exercise == k))
+        for k, v in got.items()
+        if expected.get(k) != v
+    }
+    assert got == expected, wrong
+    assert all(r.feedback for r in result.records), "every row has feedback"

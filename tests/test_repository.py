@@ -87,3 +87,104 @@ def test_package_imports_without_jupyter_at_module_level():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------- lessons don't hand out answers
+
+_TRIVIAL = re.compile(r"^(return|pass|continue|break|else:|try:|finally:|[)\]}]+[,:]?)?$")
+_KEPT_NAMES = {"np", "torch", "math", "F", "nn", "self", "cls", "print", "range", "len"}
+
+
+def _solution_regions(path) -> list[tuple[str, list[str]]]:
+    regions, inside = [], None
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for line in cell.source.splitlines():
+            if line.strip() == "### BEGIN SOLUTION":
+                inside = []
+            elif line.strip() == "### END SOLUTION":
+                regions.append((f"{path.name} cell {cell.id}", inside or []))
+                inside = None
+            elif inside is not None:
+                inside.append(line)
+    return regions
+
+
+def _meaningful(lines) -> list[str]:
+    """Lines without comments, blank lines, docstring-only lines and lone keywords/brackets."""
+    kept = []
+    for line in lines:
+        text = line.split("#", 1)[0].strip() if not line.strip().startswith(("'", '"')) else ""
+        if text and not _TRIVIAL.match(text) and not text.startswith(("import ", "from ")):
+            kept.append(text)
+    return kept
+
+
+def _alpha(window: list[str]) -> tuple[str, ...]:
+    """The lines with whitespace removed and local names renamed in order of appearance
+    (library names, attributes, keywords and builtins kept): equal for code that is the
+    same up to naming."""
+    import builtins
+    import io
+    import keyword
+    import tokenize
+
+    names: dict[str, str] = {}
+    out = []
+    for text in window:
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+        except (tokenize.TokenError, IndentationError, SyntaxError):
+            out.append(re.sub(r"\s+", "", text))
+            continue
+        parts, previous = [], ""
+        for token in tokens:
+            if token.type == tokenize.NAME and not (
+                keyword.iskeyword(token.string)
+                or hasattr(builtins, token.string)
+                or token.string in _KEPT_NAMES
+                or previous == "."
+            ):
+                parts.append(names.setdefault(token.string, f"v{len(names)}"))
+            elif token.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+                parts.append(token.string)
+            previous = token.string
+        out.append("".join(parts))
+    return tuple(out)
+
+
+def _windows(lines: list[str], size: int = 4):
+    for start in range(len(lines) - size + 1):
+        yield start, _alpha(lines[start : start + size])
+
+
+def test_lessons_do_not_contain_exercise_solutions():
+    """No lesson code cell shares more than 3 consecutive non-trivial lines (same up to names
+    and whitespace) with any solution region."""
+    lesson_windows: dict[tuple[str, ...], str] = {}
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                for start, key in _windows(_meaningful(cell.source.splitlines())):
+                    lesson_windows.setdefault(key, f"{path.name} cell {cell.id} (line {start})")
+    found = []
+    for path in sorted((ROOT / "solutions").glob("*.ipynb")):
+        for where, region in _solution_regions(path):
+            lines = _meaningful(region)
+            for start, key in _windows(lines):
+                if key in lesson_windows:
+                    found.append(
+                        f"{where}: lines {lines[start : start + 4]} also in {lesson_windows[key]}"
+                    )
+                    break
+    assert not found, "\n".join(found)
+
+
+def test_lessons_do_not_print_package_source():
+    """No lesson prints the package's source code (it solves exercises)."""
+    pattern = re.compile(r"getsource\(|getsourcelines\(|%psource|%pycat|\?\?")
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                assert not pattern.search(cell.source), f"{path.name} cell {cell.id}"

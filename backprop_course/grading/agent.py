@@ -246,6 +246,18 @@ def _perform(op: str, req: dict) -> Any:
     raise ValueError(f"unknown request {op!r}")
 
 
+def _error_text(error: BaseException) -> str:
+    """The error's message and, on a tagged last line, the learner's own line (see compare)."""
+    from backprop_course.compare import LINE_TAG, learner_line
+
+    text = str(error)[:1500]
+    try:
+        line = learner_line(error)
+    except Exception:
+        line = ""
+    return f"{text}\n{LINE_TAG}{line}"[:2000] if line else text
+
+
 def handle(folder: str, number: int) -> None:
     """Answer request ``number``: read ``req-N.pkl`` in ``folder``, write ``resp-N.json``."""
     response: dict
@@ -265,7 +277,7 @@ def handle(folder: str, number: int) -> None:
             encoded = _reference(result)
         response = {"ok": encoded}
     except BaseException as error:  # the learner's code may raise anything, even SystemExit
-        response = {"error": [type(error).__name__[:100], str(error)[:2000]]}
+        response = {"error": [type(error).__name__[:100], _error_text(error)]}
     try:
         response["updates"] = _updates()
     except BaseException as error:

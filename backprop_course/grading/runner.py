@@ -38,7 +38,6 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from backprop_course import exercises
-from backprop_course.compare import NotAttempted, Wrong
 from backprop_course.grading.discover import (
     InvalidNotebook,
     Prepared,
@@ -52,12 +51,12 @@ from backprop_course.grading.gradebook import Record
 from backprop_course.grading.kernel import Kernel, kernel_environment
 from backprop_course.grading.remote import (
     CannotSend,
-    GradingInterrupt,
     KernelDied,
     ProtocolError,
     RemoteTimeout,
     Session,
 )
+from backprop_course.outcome import Status, judge
 
 __all__ = ["DEFAULT_SECRET", "Job", "Options", "Outcome", "grade_submission", "hidden_seed"]
 
@@ -271,27 +270,15 @@ class _Grader:
                 message += f": its cell raised {cell_error}"
             return "error", redact(message)
         rng = np.random.default_rng(hidden_seed(self.options.secret, ex.id))
-        try:
-            with np.errstate(all="ignore"):
-                ex.checker(answer, rng)
-        except NotAttempted:
-            status = "not_attempted"
+        status, message = judge(ex, answer, rng)  # GradingInterrupt passes through
+        if status == Status.CORRECT:
+            return status.value, "correct on the hidden test inputs"
+        if status == Status.NOT_ATTEMPTED:
             message = f"not attempted: `{ex.answer}` is still the `...` placeholder"
-        except Wrong as wrong:
-            status, message = "wrong", str(wrong)
-        except RecursionError:
-            status, message = "wrong", "your code recursed too deeply (an infinite recursion?)"
-        except GradingInterrupt:
-            raise
-        except Exception as error:
-            status = "error"
-            message = f"checking your answer raised {type(error).__name__}: {error}"
-        else:
-            return "correct", "correct on the hidden test inputs"
         if cell_error:
-            status = "error"
+            status = Status.ERROR
             message = f"your answer cell raised {cell_error}; then: {message}"
-        return status, redact(message)
+        return status.value, redact(message)
 
     def grade(self) -> Outcome:
         sub, job = self.sub, self.job
