@@ -49,8 +49,66 @@ def attention_backward(q, k, v, dout):
     )
 
 
+# The mistakes below are written out here: the checker's own module is refused as an answer.
+def layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True):
+    """Layer-norm backward, with switches that reproduce common mistakes."""
+    C = x.shape[-1]
+    mean = x.mean(dim=-1, keepdim=True)
+    xc = x - mean
+    var = (xc * xc).sum(dim=-1, keepdim=True) / (C - ddof)
+    rstd = 1.0 / torch.sqrt(var + eps)
+    xhat = xc * rstd
+    g = dy * gamma if gain else dy
+    dx = g
+    if mean_term:
+        dx = dx - g.mean(dim=-1, keepdim=True)
+    if var_term:
+        dx = dx - xhat * (g * xhat).mean(dim=-1, keepdim=True)
+    lead = tuple(range(x.dim() - 1))
+    return rstd * dx, (dy * xhat).sum(dim=lead), dy.sum(dim=lead)
+
+
+def block_grads(x, p, dout, n_head, *, skip_mlp=True, skip_attn=True, attn_gets_total=True):
+    """The pre-norm block backward, with switches that reproduce common mistakes."""
+    eps = 1e-5
+    h1 = tr.layer_norm(x, p["ln_1.weight"], p["ln_1.bias"], eps)
+    qkv = tr.linear(h1, p["attn.c_attn.weight"], p["attn.c_attn.bias"])
+    q, k, v = (tr.split_heads(t, n_head) for t in qkv.split(x.shape[-1], dim=-1))
+    att = tr.merge_heads(tr.causal_attention(q, k, v))
+    x1 = x + tr.linear(att, p["attn.c_proj.weight"], p["attn.c_proj.bias"])
+    h2 = tr.layer_norm(x1, p["ln_2.weight"], p["ln_2.bias"], eps)
+    a = tr.linear(h2, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"])
+    g = tr.gelu(a)
+    grads = {}
+    dg, grads["mlp.c_proj.weight"], grads["mlp.c_proj.bias"] = tr.linear_backward(
+        g, p["mlp.c_proj.weight"], dout
+    )
+    da = tr.gelu_backward(a, dg)
+    dh2, grads["mlp.c_fc.weight"], grads["mlp.c_fc.bias"] = tr.linear_backward(
+        h2, p["mlp.c_fc.weight"], da
+    )
+    dx1_branch, grads["ln_2.weight"], grads["ln_2.bias"] = tr.layer_norm_backward(
+        x1, p["ln_2.weight"], dh2, eps
+    )
+    dx1 = dout + dx1_branch if skip_mlp else dx1_branch
+    upstream = dx1 if attn_gets_total else dout
+    datt, grads["attn.c_proj.weight"], grads["attn.c_proj.bias"] = tr.linear_backward(
+        att, p["attn.c_proj.weight"], upstream
+    )
+    dq, dk, dv = tr.attention_backward(q, k, v, tr.split_heads(datt, n_head))
+    dqkv = torch.cat([tr.merge_heads(dq), tr.merge_heads(dk), tr.merge_heads(dv)], dim=-1)
+    dh1, grads["attn.c_attn.weight"], grads["attn.c_attn.bias"] = tr.linear_backward(
+        h1, p["attn.c_attn.weight"], dqkv
+    )
+    dx_branch, grads["ln_1.weight"], grads["ln_1.bias"] = tr.layer_norm_backward(
+        x, p["ln_1.weight"], dh1, eps
+    )
+    grads["x"] = dx1 + dx_branch if skip_attn else dx_branch
+    return grads
+
+
 def block_backward(x, params, dout, n_head):
-    return lesson10._block_grads(x, params, dout, n_head)
+    return block_grads(x, params, dout, n_head)
 
 
 def activation_bytes(B, T, C, n_head, itemsize):
@@ -68,7 +126,7 @@ CORRECT_ANSWERS = {
 
 
 def _ln_variant(**switches):
-    return lambda x, gamma, dy, eps: lesson10._layer_norm_grads(x, gamma, dy, eps, **switches)
+    return lambda x, gamma, dy, eps: layer_norm_grads(x, gamma, dy, eps, **switches)
 
 
 def _attn_variant(scale=True, mask=True, row_sum=True, dk_t=True, dv_t=True):
@@ -100,7 +158,7 @@ def _attn_edit(index, change):
 
 
 def _block_variant(**switches):
-    return lambda x, p, dout, n_head: lesson10._block_grads(x, p, dout, n_head, **switches)
+    return lambda x, p, dout, n_head: block_grads(x, p, dout, n_head, **switches)
 
 
 def _block_edit(name, change):
@@ -157,7 +215,7 @@ WRONG_ANSWERS = [
     (
         "10.layer_norm_backward",
         lambda x, g, dy, eps: layer_norm_backward(x, g, dy, eps)[0],
-        "should return a tuple (dx, dgamma, dbeta)",
+        "should give the tuple (dx, dgamma, dbeta)",
     ),
     ("10.gelu_backward", lambda x, dy: dy * 0.5 * (1 + torch.tanh(x)), "expected"),
     (
@@ -187,11 +245,11 @@ WRONG_ANSWERS = [
         "dQ is off by a constant factor of 2",
     ),
     ("10.attention_backward", _attn_edit(2, lambda g: g + 0.5), "dV is wrong"),
-    ("10.attention_backward", lambda q, k, v, dout: (q, k), "3 tensors, got 2"),
+    ("10.attention_backward", lambda q, k, v, dout: (q, k), "3 items (dQ, dK, dV), got 2 items"),
     (
         "10.attention_backward",
         lambda q, k, v, dout: attention_backward(q, k, v, dout)[0][..., :-1],
-        "should return a tuple (dQ, dK, dV)",
+        "should give the tuple (dQ, dK, dV)",
     ),
     (
         "10.block_backward",
@@ -362,6 +420,16 @@ SHORTCUTS = [
     ),
     ("10.attention_backward", tr.attention_backward, "attention_backward"),
     ("10.block_backward", _block_autograd, BY_HAND),
+    (
+        "10.block_backward",
+        lambda x, p, d, n: lesson10._block_grads(x, p, d, n),
+        "backprop_course.exercises.lesson10",
+    ),
+    (
+        "10.block_backward",
+        lambda x, p, d, n: (tr.transformer_block_manual(x, p, n), block_grads(x, p, d, n))[1],
+        "backprop_course.transformer.TransformerBlockFunction",
+    ),
     ("10.activation_bytes", tr.block_activation_bytes, OWN_CODE),
 ]
 

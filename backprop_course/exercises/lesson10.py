@@ -21,7 +21,15 @@ import numpy as np
 import torch
 
 from backprop_course import transformer as tr
-from backprop_course.compare import NotAttempted, Wrong, assert_close, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    as_array,
+    assert_close,
+    check_gradients,
+    is_stub,
+    unpack,
+)
 from backprop_course.device import torch_threads
 from backprop_course.exercises import exercise
 from backprop_course.rules import BY_HAND, call_under_rules
@@ -63,7 +71,11 @@ BLOCK_BACKWARDS = tuple(
         "_mlp_backward",
     )
 )
-NOT_A_DERIVATION = ("backprop_course.gradcheck", "backprop_course.nn")
+NOT_A_DERIVATION = (
+    "backprop_course.gradcheck",
+    "backprop_course.nn",
+    "backprop_course.exercises.lesson10",  # the checks' own references
+)
 FORBIDDEN = OP_BACKWARDS + BLOCK_BACKWARDS + NOT_A_DERIVATION
 # 10.block_backward tells the learner to use the per-operation references, so only the
 # package's whole-block (and whole-branch) backward passes are refused there.
@@ -84,8 +96,7 @@ def _refuse_low_precision(values: Mapping, expected: Mapping) -> None:
         dtype = getattr(value, "dtype", None)
         if dtype not in _LOW_PRECISION:
             continue
-        got = _array(value, name)
-        want = np.asarray(torch.as_tensor(expected[name]).detach().numpy(), dtype=float)
+        got, want = as_array(value, name), as_array(expected[name], name)
         if got.shape == want.shape and np.allclose(got, want, rtol=1e-3, atol=1e-5):
             raise Wrong(
                 f"{name} is a {str(dtype).removeprefix('torch.')} tensor, right only to "
@@ -94,10 +105,10 @@ def _refuse_low_precision(values: Mapping, expected: Mapping) -> None:
             )
 
 
-def _require_exact(got: Mapping[str, np.ndarray], expected: Mapping, context: str) -> None:
+def _require_exact(got: Mapping, expected: Mapping, context: str) -> None:
     """After the usual comparison: Wrong unless every gradient agrees to rounding error."""
     for name, value in got.items():
-        want = np.asarray(torch.as_tensor(expected[name]).detach().numpy(), dtype=float)
+        value, want = as_array(value, name), as_array(expected[name], name)
         scale = max(float(np.abs(want).max()), 1e-300)
         error = float(np.abs(value - want).max()) / scale
         if error <= EXACT:
@@ -132,123 +143,6 @@ def _grad(f, inputs: Sequence[torch.Tensor], dy: torch.Tensor) -> list[torch.Ten
     """Autograd's gradients of ``f(*inputs)`` against the upstream gradient ``dy``."""
     leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
     return [g.detach() for g in torch.autograd.grad(f(*leaves), leaves, dy)]
-
-
-def _array(value, name: str) -> np.ndarray:
-    if is_stub(value):
-        raise Wrong(f"{name} is still `...`: compute it too")
-    if hasattr(value, "detach") and hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise Wrong(f"{name} should be a tensor, got {type(value).__name__}") from error
-
-
-def _unpack(result, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
-    """The learner's tuple ``(d1, d2, ...)`` or dict as named arrays; Wrong for other forms."""
-    if is_stub(result):
-        raise NotAttempted
-    if isinstance(result, Mapping):
-        missing = [n for n in names if n not in result]
-        if missing:
-            raise Wrong(f"{what} returned a dict without the key(s) {missing}")
-        return {n: _array(result[n], n) for n in names}
-    wanted = f"a tuple ({', '.join(names)})"
-    if not isinstance(result, (tuple, list)):
-        raise Wrong(f"{what} should return {wanted}, got {type(result).__name__}")
-    if len(result) != len(names):
-        raise Wrong(f"{what} should return {wanted}: {len(names)} tensors, got {len(result)}")
-    return {n: _array(r, n) for n, r in zip(names, result)}
-
-
-def _raw_items(result, names: Sequence[str]) -> dict:
-    """The learner's returned tensors by name, before any conversion (to see their dtype)."""
-    if isinstance(result, Mapping):
-        return {n: result[n] for n in names if n in result}
-    if isinstance(result, (tuple, list)) and len(result) == len(names):
-        return dict(zip(names, result))
-    return {}
-
-
-def _index(flat_index, shape) -> str:
-    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat_index, shape)) + "]"
-
-
-def _listing(names: Sequence[str]) -> str:
-    names = list(names)
-    if len(names) <= 2:
-        return " and ".join(names)
-    return ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def check_gradients(
-    got: Mapping[str, np.ndarray],
-    expected: Mapping[str, torch.Tensor],
-    *,
-    mistakes: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-    context: str = "",
-    shape_advice: Mapping[str, str] | None = None,
-    rtol: float = RTOL,
-    atol: float = ATOL,
-) -> None:
-    """Compare several named gradients; Wrong names each wrong one, its error and where.
-
-    A mistake maps gradient names to the values that mistake gives (names left
-    out take the right value), or is a function returning that mapping (called
-    only when the answer is wrong); it is reported when every gradient matches it.
-    """
-    where = f" {context}" if context else ""
-    want = {n: np.asarray(e.detach().numpy(), dtype=float) for n, e in expected.items()}
-    for name, e in want.items():
-        g = got[name]
-        if g.shape != e.shape:
-            advice = (shape_advice or {}).get(name, "")
-            raise Wrong(
-                f"{name} has shape {g.shape}, expected {e.shape}{where}"
-                + (f": {advice}" if advice else "")
-            )
-        if not np.isfinite(g).all():
-            raise Wrong(f"{name} contains nan or inf{where}")
-    wrong = [n for n in want if not np.allclose(got[n], want[n], rtol=rtol, atol=atol)]
-    if not wrong:
-        return
-    parts = []
-    for name in wrong:
-        error = np.abs(got[name] - want[name])
-        worst = int(np.argmax(error))
-        scale = float(np.linalg.norm(want[name]))
-        relative = float(np.linalg.norm(got[name] - want[name])) / scale if scale else math.inf
-        parts.append(
-            f"{name} is wrong: max abs error {error.flat[worst]:.3g} "
-            f"(relative {relative:.3g}) at {_index(worst, error.shape)}"
-        )
-    right = [n for n in want if n not in wrong]
-    message = "; ".join(parts) + where
-    if len(right) > 3:
-        message += f"; the other {len(right)} are right"
-    elif right:
-        message += f"; {_listing(right)} {'is' if len(right) == 1 else 'are'} right"
-    for label, values in (mistakes or {}).items():
-        if callable(values):  # computed only now that the answer is wrong
-            values = values()
-        candidate = {
-            n: np.asarray(values[n], dtype=float) if n in values else want[n] for n in want
-        }
-        if all(
-            candidate[n].shape == got[n].shape
-            and np.allclose(got[n], candidate[n], rtol=max(rtol, 1e-6), atol=atol)
-            for n in want
-        ):
-            raise Wrong(f"{message}. It matches a common mistake: {label}")
-    if len(wrong) == 1:
-        name = wrong[0]
-        mask = np.abs(want[name]) > 1e-12
-        if mask.any():
-            ratio = float(np.median(got[name][mask] / want[name][mask]))
-            if abs(ratio) > 1e-12 and np.allclose(got[name], ratio * want[name], rtol=1e-6):
-                message += f". {name} is off by a constant factor of {ratio:.4g}"
-    raise Wrong(message)
 
 
 # ------------------------------------------------------------------ 10.softmax_backward
@@ -300,7 +194,7 @@ def _softmax_backward(answer, rng):
             },
         )
         _require_exact(
-            {"dx": _array(got, "dx")},
+            {"dx": got},
             {"dx": tr.softmax_backward(y, dy)},
             f"for y and dy of shape {tuple(shape)}",
         )
@@ -357,10 +251,10 @@ def _layer_norm_backward(answer, rng):
         dy = _tensor(rng, *shape)
         eps = float(rng.choice([1e-5, 1e-3]))
         result = _call_by_hand(answer, x.clone(), gamma.clone(), dy.clone(), eps)
-        got = _unpack(result, ("dx", "dgamma", "dbeta"), "layer_norm_backward")
+        got = unpack(result, ("dx", "dgamma", "dbeta"))
         dx, dgamma, dbeta = _grad(partial(tr.layer_norm, eps=eps), (x, gamma, beta), dy)
         want = {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
-        _refuse_low_precision(_raw_items(result, ("dx", "dgamma", "dbeta")), want)
+        _refuse_low_precision(got, want)
 
         variant = partial(_layer_norm_variant, x, gamma, dy, eps)
 
@@ -456,7 +350,7 @@ def _gelu_backward(answer, rng):
                 + 0.5 * x * (1 - t**2) * du,
             },
         )
-        _require_exact({"dx": _array(got, "dx")}, {"dx": expected}, f"for x of shape {shape}")
+        _require_exact({"dx": got}, {"dx": expected}, f"for x of shape {shape}")
 
 
 # ------------------------------------------------------------------ 10.attention_backward
@@ -498,10 +392,10 @@ def _attention_backward(answer, rng):
         q, k, v = (_tensor(rng, B, H, T, d) for _ in range(3))
         dout = _tensor(rng, B, H, T, d)
         result = _call_by_hand(answer, q.clone(), k.clone(), v.clone(), dout.clone())
-        got = _unpack(result, ("dQ", "dK", "dV"), "attention_backward")
+        got = unpack(result, ("dQ", "dK", "dV"))
         dq, dk, dv = _grad(tr.causal_attention, (q, k, v), dout)
         want = {"dQ": dq, "dK": dk, "dV": dv}
-        _refuse_low_precision(_raw_items(result, ("dQ", "dK", "dV")), want)
+        _refuse_low_precision(got, want)
 
         variant = partial(_attention_variant, q, k, v, dout)
 
@@ -611,11 +505,11 @@ def _block_backward(answer, rng):
                 f"block_backward should return a dict of gradients with the keys "
                 f"{list(BLOCK_GRADIENTS)}, got {type(result).__name__}"
             )
-        got = _unpack(result, BLOCK_GRADIENTS, "block_backward")
+        got = unpack(result, BLOCK_GRADIENTS)
         inputs = (x, *(params[n] for n in tr.BLOCK_PARAMETER_NAMES))
         autograd = _grad(partial(_block_from_list, n_head=n_head), inputs, dout)
         expected = dict(zip(BLOCK_GRADIENTS, autograd))
-        _refuse_low_precision({n: result[n] for n in BLOCK_GRADIENTS}, expected)
+        _refuse_low_precision(got, expected)
         variant = partial(_block_grads, x, params, dout, n_head)
 
         check_gradients(
