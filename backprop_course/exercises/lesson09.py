@@ -26,6 +26,7 @@ from backprop_course import nn as npnn
 from backprop_course.compare import (
     NotAttempted,
     Wrong,
+    answer_name,
     assert_close,
     distinct_sizes,
     expect_mapping,
@@ -33,7 +34,7 @@ from backprop_course.compare import (
     run_probe,
 )
 from backprop_course.exercises import exercise
-from backprop_course.rules import BY_HAND, RuleBroken, enforce, probe_under_rules
+from backprop_course.rules import BY_HAND, RuleBroken, enforce
 from backprop_course.torch_tools import mlp_from_params, numpy_mlp_gradients
 
 # ---------------------------------------------------------------- helpers
@@ -355,20 +356,21 @@ def probe_traced(answer, *args) -> Any:
     result as plain data plus the counts of backward and ``autograd.grad`` calls, the
     ``.grad`` of every leaf a backward call reached (with the number of calls that reached
     it), the hooks registered (and whether one changed its argument in place and returned
-    None) and the optimizer steps taken.
+    None) and the optimizer steps taken. The answer runs under ``rules.enforce`` with
+    :data:`OWN_TORCH` forbidden.
     """
-    with _Trace() as trace:
+    with enforce(forbid=OWN_TORCH, rule=TOOL_RULE), _Trace() as trace:
         result = answer(*args)
     if is_stub(result):
         return ...
     return trace.summary(result)
 
 
-def _traced(answer, *args, forbid=OWN_TORCH) -> dict:
-    """:func:`probe_traced` where the answer lives, refusing the package's numpy answers."""
+def _traced(answer, *args) -> dict:
+    """:func:`probe_traced` where the answer lives (the package's numpy answers refused)."""
     if is_stub(answer):
         raise NotAttempted
-    return probe_under_rules(probe_traced, answer, *args, forbid=forbid, rule=TOOL_RULE)
+    return run_probe(probe_traced, answer, *args, shown=(answer_name(), args, {}))
 
 
 TOOL_RULE = "this exercise asks you to let torch's autograd compute it, not your own formula"
@@ -728,7 +730,7 @@ def _custom_function(answer, rng):
         beta = float(rng.uniform(0.5, 2.5))
         g = rng.normal(size=shape)
         where = f"for x of shape {shape}, beta={beta:.4g}"
-        result = run_probe(probe_swish, answer, x, beta, g, what="Swish")
+        result = run_probe(probe_swish, answer, x, beta, g)
         if not isinstance(result, Mapping):
             raise Wrong("the check could not run Swish.apply(x, beta)")
         if result["error"] and result["forward"] is None:
