@@ -43,8 +43,11 @@ FORBIDDEN_TORCH = (
 
 def _call(answer, *args):
     """The learner's function, with the package's and torch's ready-made versions refused."""
-    # torch's only where torch is loaded: most of these checks need not import it
-    forbid = FORBIDDEN + (FORBIDDEN_TORCH if "torch" in sys.modules else ())
+    # Watch only what is loaded (the gpt modules and torch take seconds to import): every
+    # check calls the answer several times, so an import inside the answer is caught on the
+    # next call.
+    forbid = tuple(name for name in FORBIDDEN if name in sys.modules)
+    forbid += FORBIDDEN_TORCH if "torch" in sys.modules else ()
     return call_under_rules(answer, *args, forbid=forbid)
 
 
