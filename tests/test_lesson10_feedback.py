@@ -50,7 +50,9 @@ def attention_backward(q, k, v, dout):
 
 
 # The mistakes below are written out here: the checker's own module is refused as an answer.
-def layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True):
+def layer_norm_grads(
+    x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True, per_c=True
+):
     """Layer-norm backward, with switches that reproduce common mistakes."""
     C = x.shape[-1]
     mean = x.mean(dim=-1, keepdim=True)
@@ -60,10 +62,15 @@ def layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0
     xhat = xc * rstd
     g = dy * gamma if gain else dy
     dx = g
+    average = (
+        (lambda t: t.mean(dim=-1, keepdim=True))
+        if per_c
+        else (lambda t: t.sum(dim=-1, keepdim=True))
+    )
     if mean_term:
-        dx = dx - g.mean(dim=-1, keepdim=True)
+        dx = dx - average(g)
     if var_term:
-        dx = dx - xhat * (g * xhat).mean(dim=-1, keepdim=True)
+        dx = dx - xhat * average(g * xhat)
     lead = tuple(range(x.dim() - 1))
     return rstd * dx, (dy * xhat).sum(dim=lead), dy.sum(dim=lead)
 
@@ -199,6 +206,7 @@ WRONG_ANSWERS = [
     ("10.layer_norm_backward", _ln_variant(var_term=False), "term through the variance"),
     ("10.layer_norm_backward", _ln_variant(gain=False), "forgot gamma in dx"),
     ("10.layer_norm_backward", _ln_variant(ddof=1), "unbiased variance"),
+    ("10.layer_norm_backward", _ln_variant(per_c=False), "forgot the 1/C"),
     (
         "10.layer_norm_backward",
         _ln_edit(1, lambda g, x, dy: dy.sum(dim=(0, 1))),

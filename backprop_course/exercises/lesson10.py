@@ -203,7 +203,9 @@ def _softmax_backward(answer, rng):
 # ------------------------------------------------------------------ 10.layer_norm_backward
 
 
-def _layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True):
+def _layer_norm_grads(
+    x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True, per_c=True
+):
     """Layer-norm backward, with switches that reproduce common mistakes."""
     C = x.shape[-1]
     mean = x.mean(dim=-1, keepdim=True)
@@ -213,10 +215,15 @@ def _layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=
     xhat = xc * rstd
     g = dy * gamma if gain else dy
     dx = g
+    average = (
+        (lambda t: t.mean(dim=-1, keepdim=True))
+        if per_c
+        else (lambda t: t.sum(dim=-1, keepdim=True))
+    )
     if mean_term:
-        dx = dx - g.mean(dim=-1, keepdim=True)
+        dx = dx - average(g)
     if var_term:
-        dx = dx - xhat * (g * xhat).mean(dim=-1, keepdim=True)
+        dx = dx - xhat * average(g * xhat)
     lead = tuple(range(x.dim() - 1))
     return rstd * dx, (dy * xhat).sum(dim=lead), dy.sum(dim=lead)
 
@@ -286,6 +293,8 @@ def _layer_norm_backward(answer, rng):
                 "used the unbiased variance (divide by C - 1); layer norm divides by C": partial(
                     variant, ddof=1
                 ),
+                "forgot the 1/C: the two correction terms are row MEANS, mean(g) and "
+                "xhat * mean(g * xhat), not sums": partial(variant, per_c=False),
                 "dgamma is sum(dy): it needs the factor xhat, since y = gamma * xhat + beta": {
                     "dgamma": dy.sum(dim=lead)
                 },
