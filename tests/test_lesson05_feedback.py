@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch.autograd import grad as autograd_grad  # bound before the check, as a learner might
 
+from backprop_course import nn
+from backprop_course.exercises import lesson05 as reference
+from backprop_course.gradcheck import numerical_gradient, relative_error
 from feedback import lesson_feedback_tests
 
 
@@ -34,7 +39,6 @@ def sigmoid(x):
 ACTIVATIONS = {
     "relu": lambda x, dy: dy * (x > 0),
     "sigmoid": lambda x, dy: dy * sigmoid(x) * (1 - sigmoid(x)),
-    "tanh": lambda x, dy: dy * (1 - np.tanh(x) ** 2),
 }
 
 
@@ -122,7 +126,7 @@ CORRECT_ANSWERS = {
     "05.activation_backward": [
         ACTIVATIONS,
         activations_with(relu=lambda x, dy: np.where(x > 0, dy, 0.0)),
-        activations_with(tanh=lambda x, dy: dy / np.cosh(x) ** 2),
+        activations_with(sigmoid=lambda x, dy: dy * np.exp(-x) / (1 + np.exp(-x)) ** 2),
     ],
     "05.softmax_ce_backward": [
         softmax_ce_backward,
@@ -146,7 +150,7 @@ WRONG_ANSWERS = [
         "no batch axis",
     ),
     ("05.gradient_shapes", shapes_with(logits=()), "one entry per entry"),
-    ("05.gradient_shapes", lambda *s: {"X": s[:2]}, "missing the key(s)"),
+    ("05.gradient_shapes", lambda *s: {"X": s[:2]}, "without the key(s)"),
     (
         "05.linear_backward",
         lambda X, W, dY: (dY @ W.T, dY.T @ X, dY.sum(0)),
@@ -177,7 +181,7 @@ WRONG_ANSWERS = [
         lambda X, W, dY: (dY @ W.T, X.T @ dY, dY.sum(0, keepdims=True)),
         "kept the batch axis",
     ),
-    ("05.linear_backward", lambda X, W, dY: X.T @ dY, "tuple of 3 arrays"),
+    ("05.linear_backward", lambda X, W, dY: X.T @ dY, "the tuple (dX, dW, db)"),
     (
         "05.activation_backward",
         activations_with(relu=lambda x, dy: dy),
@@ -208,17 +212,7 @@ WRONG_ANSWERS = [
         activations_with(sigmoid=lambda x, dy: dy * sigmoid(x)),
         "not its own derivative",
     ),
-    (
-        "05.activation_backward",
-        activations_with(tanh=lambda x, dy: dy * (1 - x**2)),
-        "used the input instead of the output",
-    ),
-    (
-        "05.activation_backward",
-        activations_with(tanh=lambda x, dy: dy * (1 - np.tanh(x))),
-        "not squared",
-    ),
-    ("05.activation_backward", activations_with(tanh=lambda x, dy: ...), "still return `...`"),
+    ("05.activation_backward", activations_with(sigmoid=lambda x, dy: ...), "still return `...`"),
     ("05.activation_backward", {"relu": ACTIVATIONS["relu"]}, "missing the key(s)"),
     (
         "05.softmax_ce_backward",
@@ -248,7 +242,7 @@ WRONG_ANSWERS = [
     ("05.two_layer_backward", make_two_layer(sum_bias=False), "bias gradient not summed"),
     ("05.two_layer_backward", make_two_layer(transpose_w=True), "transposed"),
     ("05.two_layer_backward", make_two_layer(scale=-1.0), "sign error"),
-    ("05.two_layer_backward", lambda *a: {"W1": 0}, "missing the key(s)"),
+    ("05.two_layer_backward", lambda *a: {"W1": 0}, "without the key(s)"),
 ]
 
 
@@ -266,8 +260,143 @@ WRONG_ANSWERS += [
 ]
 
 
+# ---------------------------------------------------------------- shortcuts (refused)
+
+
+def _t(array, grad=True):
+    return torch.tensor(array, dtype=torch.float64, requires_grad=grad)
+
+
+def shapes_from_nn(B, n_in, n_hidden, n_out):
+    W1, b1, W2, b2 = (p.shape for p in nn.MLP([n_in, n_hidden, n_out], rng=0).parameters())
+    return {**gradient_shapes(B, n_in, n_hidden, n_out), "W1": W1, "b1": b1, "W2": W2, "b2": b2}
+
+
+def shapes_from_torch(B, n_in, n_hidden, n_out):
+    X, W1, b1 = _t(np.ones((B, n_in))), _t(np.ones((n_in, n_hidden))), _t(np.ones(n_hidden))
+    W2, b2 = _t(np.ones((n_hidden, n_out))), _t(np.ones(n_out))
+    H = torch.relu(X @ W1 + b1)
+    logits = H @ W2 + b2
+    logits.sum().backward()
+    leaves = {"X": X, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
+    shapes = {k: tuple(v.grad.shape) for k, v in leaves.items()}
+    return {**shapes, "H": tuple(H.shape), "logits": tuple(logits.shape)}
+
+
+def linear_backward_torch(X, W, dY):
+    Xt, Wt, bt = _t(X), _t(W), _t(np.zeros(W.shape[1]))
+    (Xt @ Wt + bt).backward(torch.tensor(dY))
+    return Xt.grad.numpy(), Wt.grad.numpy(), bt.grad.numpy()
+
+
+def linear_backward_grad_alias(X, W, dY):
+    Xt, Wt, bt = _t(X), _t(W), _t(np.zeros(W.shape[1]))
+    with torch.enable_grad():  # even switching grad mode back on does not help
+        grads = autograd_grad((Xt @ Wt + bt,), (Xt, Wt, bt), torch.tensor(dY))
+    return tuple(g.numpy() for g in grads)
+
+
+def linear_backward_nn(X, W, dY):
+    layer = nn.Linear(*W.shape)
+    layer.W[...] = W
+    layer.forward(X)
+    dX = layer.backward(dY)
+    return dX, layer.dW, layer.db
+
+
+def linear_backward_differences(X, W, dY):
+    dX = numerical_gradient(lambda X_: np.sum(dY * (X_ @ W)), X.copy())
+    dW = numerical_gradient(lambda W_: np.sum(dY * (X @ W_)), W.copy())
+    return dX, dW, dY.sum(axis=0)
+
+
+def relu_backward_nn(x, dy):
+    layer = nn.ReLU()
+    layer.forward(x)
+    return layer.backward(dy)
+
+
+def sigmoid_backward_torch(x, dy):
+    xt = _t(x)
+    torch.sigmoid(xt).backward(torch.tensor(dy))
+    return xt.grad.numpy()
+
+
+def softmax_ce_nn(logits, y):
+    loss = nn.SoftmaxCrossEntropy()
+    loss.forward(logits, y)
+    return loss.backward()
+
+
+def softmax_ce_torch(logits, y):
+    z = _t(logits)
+    torch.nn.functional.cross_entropy(z, torch.tensor(y)).backward()
+    return z.grad.numpy()
+
+
+def grad_check_package(f, x, analytic):
+    return float(relative_error(analytic, numerical_gradient(f, x)).max())
+
+
+def two_layer_torch(X, y, W1, b1, W2, b2):
+    params = {k: _t(v) for k, v in {"W1": W1, "b1": b1, "W2": W2, "b2": b2}.items()}
+    hidden = torch.relu(torch.tensor(X) @ params["W1"] + params["b1"])
+    logits = hidden @ params["W2"] + params["b2"]
+    torch.nn.functional.cross_entropy(logits, torch.tensor(y)).backward()
+    return {k: v.grad.numpy() for k, v in params.items()}
+
+
+def two_layer_nn(X, y, W1, b1, W2, b2):
+    model = nn.MLP([W1.shape[0], W1.shape[1], W2.shape[1]], rng=0)
+    for p, v in zip(model.parameters(), (W1, b1, W2, b2)):
+        p[...] = v
+    loss = nn.SoftmaxCrossEntropy()
+    loss.forward(model.forward(X), y)
+    model.backward(loss.backward())
+    return dict(zip(("W1", "b1", "W2", "b2"), model.gradients()))
+
+
+BY_HAND = "by hand, without autograd"
+SHORTCUTS = [
+    ("05.gradient_shapes", shapes_from_nn, "backprop_course.nn"),
+    ("05.gradient_shapes", shapes_from_torch, BY_HAND),
+    ("05.linear_backward", linear_backward_torch, "torch.Tensor.backward"),
+    ("05.linear_backward", linear_backward_grad_alias, "torch.autograd.grad"),
+    ("05.linear_backward", linear_backward_nn, "backprop_course.nn.Linear"),
+    ("05.linear_backward", linear_backward_differences, "backprop_course.gradcheck"),
+    ("05.activation_backward", activations_with(relu=relu_backward_nn), "backprop_course.nn.ReLU"),
+    ("05.activation_backward", activations_with(sigmoid=sigmoid_backward_torch), BY_HAND),
+    ("05.softmax_ce_backward", softmax_ce_nn, "backprop_course.nn.SoftmaxCrossEntropy"),
+    ("05.softmax_ce_backward", softmax_ce_torch, BY_HAND),
+    ("05.softmax_ce_backward", reference.softmax_ce_grad, "exercises.lesson05.softmax_ce_grad"),
+    ("05.grad_check", grad_check_package, "your own code"),
+    ("05.two_layer_backward", two_layer_torch, BY_HAND),
+    ("05.two_layer_backward", two_layer_nn, "backprop_course.nn"),
+    (
+        "05.two_layer_backward",
+        lambda *args: reference.two_layer_grads(*args),
+        "exercises.lesson05.two_layer_grads",
+    ),
+]
+RULED = sorted({s[0] for s in SHORTCUTS})
+
+WRONG_ANSWERS += [
+    ("05.linear_backward", lambda X, W, dY: None, "is a `return` missing?"),
+    ("05.linear_backward", lambda X, W, dY: (dY @ W.T, None, dY.sum(axis=0)), "is a `return`"),
+    ("05.softmax_ce_backward", lambda z, y: softmax_ce_backward(z, y).T, "transposed"),
+    ("05.two_layer_backward", lambda *a: None, "is a `return` missing?"),
+]
+
 STUBS = {"05.activation_backward": {k: (lambda *args: ...) for k in ACTIVATIONS}}
 
 globals().update(
-    lesson_feedback_tests("05", CORRECT_ANSWERS, WRONG_ANSWERS, several=True, stubs=STUBS)
+    lesson_feedback_tests(
+        "05",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS,
+        several=True,
+        stubs=STUBS,
+        shortcuts=SHORTCUTS,
+        ruled=RULED,
+    )
 )

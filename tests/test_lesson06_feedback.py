@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from backprop_course import nn
+from backprop_course.exercises import lesson06 as reference
+from backprop_course.optim import SGD
 from feedback import lesson_feedback_tests
 
 
@@ -204,12 +208,15 @@ WRONG_ANSWERS = [
     ("06.softmax_cross_entropy", softmax_ce(divide=False), "divide by the batch size"),
     ("06.softmax_cross_entropy", softmax_ce(sign=-1), "sign error"),
     ("06.softmax_cross_entropy", softmax_ce(axis=0), "wrong axis"),
-    ("06.softmax_cross_entropy", lambda logits, y: 0.0, "pair (loss, dlogits)"),
+    ("06.softmax_cross_entropy", lambda logits, y: 0.0, "(loss, dlogits)"),
+    ("06.softmax_cross_entropy", lambda logits, y: None, "is a `return` missing?"),
     ("06.iterate_minibatches", make_batches(drop_last=True), "dropped the last partial batch"),
     ("06.iterate_minibatches", make_batches(shuffle=False), "not shuffled"),
     ("06.iterate_minibatches", make_batches(separate=True), "X and y shuffled differently"),
     ("06.iterate_minibatches", make_batches(replace=True), "exactly once per epoch"),
     ("06.iterate_minibatches", make_batches(global_rng=True), "the rng argument"),
+    ("06.iterate_minibatches", lambda X, y, batch_size, rng: None, "is a `yield`"),
+    ("06.accuracy", lambda scores, y: None, "is a `return` missing?"),
     ("06.sgd_update", sgd_rebinding, "rebinding instead of updating in place"),
     ("06.sgd_update", sgd_list, "rebinding instead of updating in place"),
     ("06.sgd_update", sgd_sign, "sign error"),
@@ -220,6 +227,120 @@ WRONG_ANSWERS = [
     ("06.accuracy", lambda s, y: 100 * np.mean(s.argmax(axis=1) == y), "percentage"),
     ("06.accuracy", lambda s, y: np.mean(s.max(axis=1) == y), "compared the largest score"),
 ]
+
+
+# ---------------------------------------------------------------- shortcuts (refused)
+
+
+class LinearFromPackage(nn.Linear):
+    """A subclass of the package's layer, set up with the given weights."""
+
+    def __init__(self, W, b):
+        super().__init__(*W.shape)
+        self.W, self.b = W, b
+
+
+class LinearWrappingPackage:
+    """Delegates the work to a package layer held inside: caught by what runs."""
+
+    def __init__(self, W, b):
+        self.inner = nn.Linear(*W.shape)
+        self.inner.W, self.inner.b = W, b
+        self.W, self.b = W, b
+
+    def forward(self, x):
+        return self.inner.forward(x)
+
+    def backward(self, dy):
+        dx = self.inner.backward(dy)
+        self.dW, self.db = self.inner.dW, self.inner.db
+        return dx
+
+    def parameters(self):
+        return [self.W, self.b]
+
+    def gradients(self):
+        return [self.dW, self.db]
+
+
+class LinearByAutograd:
+    """Backward through torch's autograd."""
+
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+
+    def forward(self, x):
+        self.x = torch.tensor(x, requires_grad=True)
+        self.Wt = torch.tensor(self.W, requires_grad=True)
+        self.bt = torch.tensor(self.b, requires_grad=True)
+        self.y = self.x @ self.Wt + self.bt
+        return self.y.detach().numpy()
+
+    def backward(self, dy):
+        self.y.backward(torch.tensor(dy))
+        self.dW, self.db = self.Wt.grad.numpy(), self.bt.grad.numpy()
+        return self.x.grad.numpy()
+
+
+class ReLUWrappingPackage:
+    def __init__(self):
+        self.inner = nn.ReLU()
+
+    def forward(self, x):
+        return self.inner.forward(x)
+
+    def backward(self, dy):
+        return self.inner.backward(dy)
+
+
+class SequentialFromPackage(nn.Sequential):
+    pass
+
+
+class SequentialWrappingPackage:
+    def __init__(self, *layers):
+        self.inner = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return nn.Sequential.forward(self.inner, x)
+
+    def backward(self, dy):
+        return nn.Sequential.backward(self.inner, dy)
+
+
+def softmax_ce_package(logits, y):
+    criterion = nn.SoftmaxCrossEntropy()
+    return criterion.forward(logits, y), criterion.backward()
+
+
+def softmax_ce_torch(logits, y):
+    z = torch.tensor(logits, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(z, torch.tensor(y))
+    loss.backward()
+    return float(loss), z.grad.numpy()
+
+
+def sgd_package(params, grads, lr):
+    SGD(params, lr).step(grads)
+
+
+OWN = "your own code"
+SHORTCUTS = [
+    ("06.linear", nn.Linear, "backprop_course.nn.Linear"),
+    ("06.linear", LinearFromPackage, OWN),
+    ("06.linear", reference._Linear, "exercises.lesson06._Linear"),
+    ("06.linear", LinearWrappingPackage, "backprop_course.nn.Linear"),
+    ("06.linear", LinearByAutograd, "not autograd"),
+    ("06.relu", nn.ReLU, "backprop_course.nn.ReLU"),
+    ("06.relu", ReLUWrappingPackage, "backprop_course.nn.ReLU"),
+    ("06.sequential", nn.Sequential, "backprop_course.nn.Sequential"),
+    ("06.sequential", SequentialFromPackage, OWN),
+    ("06.sequential", SequentialWrappingPackage, "backprop_course.nn.Sequential"),
+    ("06.softmax_cross_entropy", softmax_ce_package, "backprop_course.nn.SoftmaxCrossEntropy"),
+    ("06.softmax_cross_entropy", softmax_ce_torch, "not autograd"),
+    ("06.sgd_update", sgd_package, "backprop_course.optim.SGD"),
+]
+RULED = ["06.linear", "06.relu", "06.sequential", "06.softmax_cross_entropy", "06.sgd_update"]
 
 
 class _StubLayer:
@@ -249,6 +370,12 @@ STUBS = {
 
 globals().update(
     lesson_feedback_tests(
-        "06", CORRECT_ANSWERS, WRONG_ANSWERS, also_correct=ALSO_CORRECT, stubs=STUBS
+        "06",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS,
+        also_correct=ALSO_CORRECT,
+        stubs=STUBS,
+        shortcuts=SHORTCUTS,
+        ruled=RULED,
     )
 )

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from backprop_course import nn
+from backprop_course.exercises import lesson07 as reference
+from backprop_course.transformer import layer_norm_backward
 from feedback import lesson_feedback_tests
 
 
@@ -60,7 +64,11 @@ def norm_backward(dy, x, gamma, eps, *, axis, mistake=None):
     std = np.sqrt(var + eps)
     x_hat = (x - mu) / std
     g = dy * gamma
-    if mistake == "no mean":
+    if mistake == "sums":  # forgot the 1/N of d(mean)/dx and d(var)/dx
+        dx = (
+            g - g.sum(axis=axis, keepdims=True) - x_hat * (g * x_hat).sum(axis=axis, keepdims=True)
+        ) / std
+    elif mistake == "no mean":
         dx = (g - x_hat * (g * x_hat).mean(axis=axis, keepdims=True)) / std
     elif mistake == "no var":
         dx = (g - g.mean(axis=axis, keepdims=True)) / std
@@ -86,9 +94,20 @@ def make_norm(axis, mistake=None):
     return lambda dy, x, gamma, eps: norm_backward(dy, x, gamma, eps, axis=axis, mistake=mistake)
 
 
+def batchnorm_centred(dy, x, gamma, eps):
+    """The three-path form (through x_hat, the mean and the variance), written out."""
+    n = len(x)
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    inv = 1 / np.sqrt(var + eps)
+    g = dy * gamma
+    dvar = np.sum(g * (x - mu), axis=0) * -0.5 * inv**3
+    dmu = -inv * g.sum(axis=0)
+    dx = g * inv + dmu / n + dvar * 2 * (x - mu) / n
+    return dx, np.einsum("nd,nd->d", dy, (x - mu) * inv), np.einsum("nd->d", dy)
+
+
 def batchnorm_torch(dy, x, gamma, eps):
-    """The gradients by torch autograd: an independent way to get the right answer."""
-    import torch
+    """The gradients by torch autograd: refused, the exercise is by hand."""
 
     xt = torch.tensor(x, requires_grad=True)
     gt = torch.tensor(gamma, requires_grad=True)
@@ -99,8 +118,6 @@ def batchnorm_torch(dy, x, gamma, eps):
 
 
 def layernorm_torch(dy, x, gamma, eps):
-    import torch
-
     xt = torch.tensor(x, requires_grad=True)
     gt = torch.tensor(gamma, requires_grad=True)
     bt = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
@@ -110,7 +127,7 @@ def layernorm_torch(dy, x, gamma, eps):
 
 
 CORRECT_ANSWERS = {
-    "07.vanishing_bound": lambda L: 0.25**L,
+    "07.vanishing_bound": lambda L, w_max: (w_max / 4) ** L,
     "07.init_std": make_init_std(None),
     "07.clip_by_global_norm": make_clip(None),
     "07.batchnorm_backward": make_norm(0),
@@ -118,19 +135,20 @@ CORRECT_ANSWERS = {
 }
 
 ALSO_CORRECT = [
-    ("07.vanishing_bound", lambda L: (0.5 * (1 - 0.5)) ** L),
+    ("07.vanishing_bound", lambda L, w: float(np.prod([w * 0.5 * (1 - 0.5)] * L))),
     ("07.init_std", lambda fi, fo, kind: (2 / (fi + fo if kind == "glorot" else fi)) ** 0.5),
     ("07.clip_by_global_norm", clip_torch_style),
-    ("07.batchnorm_backward", batchnorm_torch),
-    ("07.layernorm_backward", layernorm_torch),
     ("07.layernorm_backward", lambda dy, x, g, eps: list(make_norm(1)(dy, x, g, eps))),
+    ("07.batchnorm_backward", batchnorm_centred),
 ]
 
 WRONG_ANSWERS = [
-    ("07.vanishing_bound", lambda L: 0.5**L, "used 1/2"),
-    ("07.vanishing_bound", lambda L: 0.25 ** (L - 1), "off by one layer"),
-    ("07.vanishing_bound", lambda L: 0.25 * L, "instead of raising it to the power"),
-    ("07.vanishing_bound", lambda L: 1.0, "bound for tanh"),
+    ("07.vanishing_bound", lambda L, w: (w / 2) ** L, "used 1/2"),
+    ("07.vanishing_bound", lambda L, w: (w / 4) ** (L - 1), "off by one layer"),
+    ("07.vanishing_bound", lambda L, w: w / 4 * L, "instead of raising to the power"),
+    ("07.vanishing_bound", lambda L, w: 0.25**L, "ignored the weights"),
+    ("07.vanishing_bound", lambda L, w: w**L, "ignored the sigmoid's slope"),
+    ("07.vanishing_bound", lambda L, w: w * 0.25**L, "counted the weight once"),
     ("07.init_std", make_init_std("no sqrt"), "forgot the square root"),
     ("07.init_std", make_init_std("fan_in only"), "used fan_in only"),
     ("07.init_std", make_init_std("uniform bound"), "uniform distribution"),
@@ -141,6 +159,7 @@ WRONG_ANSWERS = [
     ("07.clip_by_global_norm", make_clip("always"), "scaled when under the threshold"),
     ("07.clip_by_global_norm", make_clip("no sqrt"), "forgot the square root in the norm"),
     ("07.clip_by_global_norm", lambda grads, m: grads[0], "list of arrays"),
+    ("07.clip_by_global_norm", lambda grads, m: None, "is a `return` missing?"),
     ("07.clip_by_global_norm", lambda grads, m: grads[:1], "returned 1 arrays"),
     ("07.batchnorm_backward", make_norm(0, "no mean"), "forgot the mean term"),
     ("07.batchnorm_backward", make_norm(0, "no var"), "forgot the variance term"),
@@ -156,12 +175,75 @@ WRONG_ANSWERS = [
     ("07.layernorm_backward", make_norm(0), "normalized over the batch"),
     (
         "07.layernorm_backward",
-        lambda dy, x, g, eps: (make_norm(1)(dy, x, g, eps)[0], None, dy.sum(axis=1)),
+        lambda dy, x, g, eps: (*make_norm(1)(dy, x, g, eps)[:2], dy.sum(axis=1)),
         "summed over the features",
     ),
+    ("07.batchnorm_backward", make_norm(0, "sums"), "forgot the 1/N"),
+    ("07.layernorm_backward", make_norm(1, "sums"), "forgot the 1/N"),
+    ("07.batchnorm_backward", lambda dy, x, g, eps: None, "is a `return` missing?"),
+    (
+        "07.layernorm_backward",
+        lambda dy, x, g, eps: (make_norm(1)(dy, x, g, eps)[0].T, *make_norm(1)(dy, x, g, eps)[1:]),
+        "transposed",
+    ),
+    ("07.vanishing_bound", lambda L, w: None, "is a `return` missing?"),
 ]
+
+# ---------------------------------------------------------------- shortcuts (refused)
+
+
+def batchnorm_package(dy, x, gamma, eps):
+    layer = nn.BatchNorm1d(x.shape[1], eps=eps)
+    layer.gamma[...] = gamma
+    layer.forward(x)
+    return layer.backward(dy), layer.dgamma, layer.dbeta
+
+
+def layernorm_package(dy, x, gamma, eps):
+    layer = nn.LayerNorm(x.shape[1], eps=eps)
+    layer.gamma[...] = gamma
+    layer.forward(x)
+    return layer.backward(dy), layer.dgamma, layer.dbeta
+
+
+def layernorm_transformer(dy, x, gamma, eps):
+    grads = layer_norm_backward(torch.tensor(x), torch.tensor(gamma), torch.tensor(dy), eps)
+    return tuple(g.numpy() for g in grads)
+
+
+def clip_torch(grads, max_norm):
+    tensors = [torch.zeros(g.shape, dtype=torch.float64) for g in grads]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.tensor(g)
+    torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+    return [t.grad.numpy() for t in tensors]
+
+
+def init_std_package(fan_in, fan_out, kind):
+    return float(nn.Linear(fan_in, fan_out, init=kind, rng=0).W.std())
+
+
+BY_HAND = "by hand, without autograd"
+SHORTCUTS = [
+    ("07.batchnorm_backward", batchnorm_torch, BY_HAND),
+    ("07.batchnorm_backward", batchnorm_package, "backprop_course.nn.BatchNorm1d"),
+    ("07.batchnorm_backward", lambda *a: reference._norm_backward(*a, axis=0), "lesson07"),
+    ("07.layernorm_backward", layernorm_torch, BY_HAND),
+    ("07.layernorm_backward", layernorm_package, "backprop_course.nn.LayerNorm"),
+    ("07.layernorm_backward", layernorm_transformer, "backprop_course.transformer"),
+    ("07.clip_by_global_norm", clip_torch, "clip_grad_norm_"),
+    ("07.init_std", init_std_package, "backprop_course.nn.Linear"),
+]
+RULED = ["07.batchnorm_backward", "07.layernorm_backward", "07.clip_by_global_norm"]
 
 
 globals().update(
-    lesson_feedback_tests("07", CORRECT_ANSWERS, WRONG_ANSWERS, also_correct=ALSO_CORRECT)
+    lesson_feedback_tests(
+        "07",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS,
+        also_correct=ALSO_CORRECT,
+        shortcuts=SHORTCUTS,
+        ruled=RULED,
+    )
 )

@@ -17,8 +17,34 @@ from typing import Any
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, expect_mapping, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    as_array,
+    assert_close,
+    distinct_sizes,
+    expect_mapping,
+    unpack,
+)
 from backprop_course.exercises import exercise
+from backprop_course.rules import call_under_rules
+
+# What "by hand" rules out in this lesson: torch's autograd (and torch.no_grad around the
+# answer), the Value engine, the package's numpy layers and losses, its finite differences,
+# and this module's own reference computations.
+_REFERENCES = (
+    "backprop_course.nn",
+    "backprop_course.autograd",
+    "backprop_course.gradcheck",
+    "backprop_course.transformer",
+    "backprop_course.exercises.lesson05",
+)
+
+
+def _by_hand(answer, *args, what=None):
+    """``answer(*args)`` under this lesson's rule: gradients by hand, in numpy."""
+    return call_under_rules(answer, *args, autograd=True, forbid=_REFERENCES, what=what)
+
 
 # ---------------------------------------------------------------- reference math
 
@@ -42,23 +68,7 @@ def one_hot(y: np.ndarray, classes: int) -> np.ndarray:
     return out
 
 
-def _distinct_sizes(rng: np.random.Generator, count: int, low: int = 2, high: int = 9) -> list:
-    """``count`` different integers in [low, high)."""
-    return [int(v) for v in rng.choice(np.arange(low, high), size=count, replace=False)]
-
-
 # ---------------------------------------------------------------- helpers for checks
-
-
-def _array(got: Any, name: str) -> np.ndarray:
-    if is_stub(got):
-        raise NotAttempted
-    if hasattr(got, "detach") and hasattr(got, "numpy"):
-        got = got.detach().cpu().numpy()
-    try:
-        return np.asarray(got, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise Wrong(f"{name} should be a numpy array, got {type(got).__name__}") from error
 
 
 def _close(
@@ -72,7 +82,7 @@ def _close(
     atol: float = 1e-10,
 ) -> None:
     """assert_close, but a named mistake with a DIFFERENT shape is recognised too."""
-    got_array = _array(got, name)
+    got_array = as_array(got, name)
     mistakes = dict(mistakes or {})
     for mistake, value in mistakes.items():
         value = np.asarray(value, dtype=float)
@@ -86,28 +96,10 @@ def _close(
                 f"it matches a common mistake: {mistake}"
             )
     same_shape = {k: v for k, v in mistakes.items() if np.shape(v) == np.shape(expected)}
+    # the answer as given, so that a float32 one is told so
     assert_close(
-        got_array, expected, name=name, rtol=rtol, atol=atol, mistakes=same_shape, context=context
+        got, expected, name=name, rtol=rtol, atol=atol, mistakes=same_shape, context=context
     )
-
-
-def _tuple_of(got: Any, count: int, what: str) -> tuple:
-    if is_stub(got):
-        raise NotAttempted
-    if isinstance(got, (str, bytes, Mapping)) or not isinstance(got, (tuple, list)):
-        raise Wrong(f"{what} should return a tuple of {count} arrays, got {type(got).__name__}")
-    if len(got) != count:
-        raise Wrong(f"{what} should return {count} arrays, got {len(got)}")
-    if any(is_stub(g) for g in got):
-        raise NotAttempted
-    return tuple(got)
-
-
-def _dict_of(got: Any, keys: tuple[str, ...], what: str) -> Mapping:
-    expect_mapping(got, keys, name=what)
-    if any(is_stub(got[k]) for k in keys):
-        raise NotAttempted
-    return got
 
 
 # ---------------------------------------------------------------- 05.gradient_shapes
@@ -131,7 +123,7 @@ _SHAPE_KEYS = ("X", "W1", "b1", "H", "W2", "b2", "logits")
 )
 def _gradient_shapes(answer, rng):
     for _ in range(6):
-        B, n_in, n_hidden, n_out = _distinct_sizes(rng, 4, 2, 40)
+        B, n_in, n_hidden, n_out = distinct_sizes(rng, 4, 2, 40)
         expected = {
             "X": (B, n_in),
             "W1": (n_in, n_hidden),
@@ -142,11 +134,7 @@ def _gradient_shapes(answer, rng):
             "logits": (B, n_out),
         }
         where = f"for B={B}, n_in={n_in}, n_hidden={n_hidden}, n_out={n_out}"
-        got = _dict_of(
-            call(answer, B, n_in, n_hidden, n_out, what="gradient_shapes"),
-            _SHAPE_KEYS,
-            "gradient_shapes(B, n_in, n_hidden, n_out)",
-        )
+        got = unpack(_by_hand(answer, B, n_in, n_hidden, n_out), _SHAPE_KEYS)
         for key in _SHAPE_KEYS:
             value = got[key]
             try:
@@ -187,7 +175,7 @@ def _linear_cases(rng: np.random.Generator):
     B = n + int(rng.integers(1, 4))
     yield B, n, n
     for _ in range(5):
-        B, n_in, n_out = _distinct_sizes(rng, 3)
+        B, n_in, n_out = distinct_sizes(rng, 3)
         yield B, n_in, n_out
 
 
@@ -213,12 +201,8 @@ def _linear_backward(answer, rng):
         W = rng.normal(size=(n_in, n_out))
         dY = rng.normal(size=(B, n_out))
         where = f"for X of shape {X.shape}, W of shape {W.shape}"
-        got = _tuple_of(
-            call(answer, X.copy(), W.copy(), dY.copy(), what="linear_backward"),
-            3,
-            "linear_backward(X, W, dY)",
-        )
-        dX, dW, db = got
+        got = unpack(_by_hand(answer, X.copy(), W.copy(), dY.copy()), ("dX", "dW", "db"))
+        dX, dW, db = got["dX"], got["dW"], got["db"]
         expected_dW = X.T @ dY
         _close(
             dW,
@@ -261,7 +245,7 @@ def _linear_backward(answer, rng):
 
 # ---------------------------------------------------------------- 05.activation_backward
 
-_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+_ACTIVATIONS = ("relu", "sigmoid")
 
 
 def _activation_expected(kind: str, x: np.ndarray, dy: np.ndarray):
@@ -286,29 +270,20 @@ def _activation_expected(kind: str, x: np.ndarray, dy: np.ndarray):
             "sigmoid is not its own derivative: d sigmoid/dx = s * (1 - s)": dy * s,
             "sign error: d sigmoid/dx = s * (1 - s), which is positive": -dy * s * (1 - s),
         }
-    t = np.tanh(x)
-    return dy * (1 - t**2), {
-        forgot: dy,
-        "used the input instead of the output: the derivative is 1 - tanh(x)**2, not 1 - x**2": dy
-        * (1 - x**2),
-        only_local: 1 - t**2,
-        "tanh is not squared: d tanh/dx = 1 - tanh(x)**2": dy * (1 - t),
-        "tanh is not its own derivative: d tanh/dx = 1 - tanh(x)**2": dy * t,
-    }
+    raise ValueError(f"unknown activation {kind!r}")
 
 
 @exercise(
     "05.activation_backward",
-    title="Backward of ReLU, sigmoid and tanh (elementwise)",
+    title="Backward of ReLU and sigmoid (elementwise)",
     points=3,
     answer="activation_backward",
     hints=(
         "An elementwise activation y = f(x) has a diagonal Jacobian: y[i, j] depends only on "
         "x[i, j]. So the backward pass is an elementwise product dx = f'(x) * dy, no matmul.",
-        "ReLU: f'(x) is 1 where x > 0 and 0 elsewhere. Sigmoid: s * (1 - s) with s = sigmoid(x). "
-        "Tanh: 1 - t**2 with t = tanh(x). Note that the last two are written with the OUTPUT.",
-        "relu: dy * (x > 0); sigmoid: s = 1 / (1 + np.exp(-x)); dy * s * (1 - s); "
-        "tanh: dy * (1 - np.tanh(x) ** 2).",
+        "ReLU: f'(x) is 1 where x > 0 and 0 elsewhere. Sigmoid: s * (1 - s) with s = sigmoid(x), "
+        "written with the OUTPUT s, as the lesson wrote tanh's slope with tanh(x).",
+        "relu: dy * (x > 0); sigmoid: s = 1 / (1 + np.exp(-x)); dy * s * (1 - s).",
     ),
 )
 def _activation_backward(answer, rng):
@@ -319,12 +294,12 @@ def _activation_backward(answer, rng):
         name = f"{kind}_backward"
         try:
             for _ in range(4):
-                B, n = _distinct_sizes(rng, 2)
+                B, n = distinct_sizes(rng, 2)
                 x = rng.normal(scale=1.5, size=(B, n))
                 x = np.where(np.abs(x) < 0.05, 0.5, x)  # away from the kink of ReLU
                 dy = rng.normal(size=(B, n))
                 expected, mistakes = _activation_expected(kind, x, dy)
-                got = call(function, x.copy(), dy.copy(), what=name)
+                got = _by_hand(function, x.copy(), dy.copy(), what=name)
                 _close(
                     got,
                     expected,
@@ -365,16 +340,16 @@ def softmax_ce_grad(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
 )
 def _softmax_ce_backward(answer, rng):
     for case in range(6):
-        B, K = _distinct_sizes(rng, 2, 2, 9)
+        B, K = distinct_sizes(rng, 2, 2, 9)
         logits = rng.normal(scale=2.0, size=(B, K))
         y = rng.integers(0, K, size=B)
         if case == 5:
             logits = logits + 1000.0  # softmax does not change, a naive np.exp overflows
         where = f"for logits of shape {logits.shape}"
         with np.errstate(all="ignore"):
-            got = call(answer, logits.copy(), y.copy(), what="softmax_ce_backward")
+            got = _by_hand(answer, logits.copy(), y.copy())
         expected = softmax_ce_grad(logits, y)
-        got_array = _array(got, "dlogits")
+        got_array = as_array(got, "dlogits")
         if case == 5 and got_array.shape == expected.shape and not np.isfinite(got_array).all():
             raise Wrong(
                 "dlogits contains nan or inf for logits around 1000: np.exp overflowed. "
@@ -428,7 +403,7 @@ def _sum_w_cube(x, w):
 
 def _check_functions(rng: np.random.Generator):
     """(description, f, x, exact gradient) for a few smooth functions with gradients away from 0."""
-    B, n = _distinct_sizes(rng, 2, 2, 6)
+    B, n = distinct_sizes(rng, 2, 2, 6)
     c = rng.uniform(0.5, 1.5, size=(B, n)) * rng.choice([-1.0, 1.0], size=(B, n))
     x = rng.uniform(-1.0, 1.0, size=(B, n))
     yield "f(x) = sum(c * sin(x))", _bind(_sum_c_sin, c=c), x, c * np.cos(x)
@@ -437,7 +412,7 @@ def _check_functions(rng: np.random.Generator):
     x = rng.normal(scale=0.5, size=k)
     yield "f(x) = log(sum(exp(x)))", _log_sum_exp, x, softmax(x)
 
-    B, n = _distinct_sizes(rng, 2, 2, 6)
+    B, n = distinct_sizes(rng, 2, 2, 6)
     x = rng.uniform(0.5, 1.5, size=(B, n)) * rng.choice([-1.0, 1.0], size=(B, n))
     w = rng.uniform(0.5, 1.5, size=(B, n))
     yield "f(x) = sum(w * x**3) / 3", _bind(_sum_w_cube, w=w), x, w * x**2
@@ -456,6 +431,11 @@ def _bugged(exact: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         index = tuple(int(rng.integers(0, s)) for s in exact.shape)
         wrong[index] *= 0.5
     return wrong
+
+
+# The checker is the skill: the package's finite differences and checks are refused (the
+# functions it is given live in this module, so the module itself stays allowed).
+_OWN_CHECKER = ("backprop_course.gradcheck", "backprop_course.nn", "backprop_course.autograd")
 
 
 @exercise(
@@ -483,7 +463,7 @@ def _grad_check(answer, rng):
             for which, analytic in cases:
                 x_in = x.copy()
                 where = f"for {description} with {which}, x of shape {x.shape}"
-                got = call(answer, f, x_in, analytic.copy(), what="grad_check")
+                got = call_under_rules(answer, f, x_in, analytic.copy(), forbid=_OWN_CHECKER)
                 if not np.array_equal(x_in, x):
                     raise Wrong(
                         f"grad_check changed x {where}: put each element back after perturbing it"
@@ -493,7 +473,7 @@ def _grad_check(answer, rng):
                         f"grad_check should return one number (the largest relative error), "
                         f"got an array of shape {np.shape(got)}"
                     )
-                value = float(_array(got, "grad_check(f, x, analytic)"))
+                value = float(as_array(got, "grad_check(f, x, analytic)"))
                 if analytic is exact:
                     if not value < 1e-6:
                         raise Wrong(
@@ -568,7 +548,7 @@ def two_layer_grads(X, y, W1, b1, W2, b2, *, relu_mask=True, scale=1.0) -> dict:
 )
 def _two_layer_backward(answer, rng):
     for _ in range(5):
-        B, D, H, K = _distinct_sizes(rng, 4, 2, 10)
+        B, D, H, K = distinct_sizes(rng, 4, 2, 10)
         X = rng.normal(size=(B, D))
         y = rng.integers(0, K, size=B)
         W1 = rng.normal(scale=0.8, size=(D, H))
@@ -577,11 +557,7 @@ def _two_layer_backward(answer, rng):
         b2 = rng.normal(scale=0.5, size=K)
         args = (X, y, W1, b1, W2, b2)
         where = f"for X {X.shape}, W1 {W1.shape}, W2 {W2.shape}"
-        got = _dict_of(
-            call(answer, *(a.copy() for a in args), what="two_layer_backward"),
-            _PARAMS,
-            "two_layer_backward(X, y, W1, b1, W2, b2)",
-        )
+        got = unpack(_by_hand(answer, *(a.copy() for a in args)), _PARAMS)
         expected = two_layer_grads(*args)
         no_mask = two_layer_grads(*args, relu_mask=False)
         summed = two_layer_grads(*args, scale=B)

@@ -6,8 +6,26 @@ import copy
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    as_array,
+    assert_close,
+    call,
+    is_stub,
+    unpack,
+)
 from backprop_course.exercises import exercise
+from backprop_course.rules import call_under_rules, refuse_reference
+
+# The learner writes the library: the package's numpy layers and losses, its optimizers and
+# this module's reference layers are refused (by identity and by what runs), and so is torch's
+# autograd inside a layer's forward or backward.
+_REFERENCES = ("backprop_course.nn", "backprop_course.exercises.lesson06")
+_RULE = (
+    "this exercise asks for your own code, with its gradients by hand: not the course's "
+    "reference implementation, not autograd"
+)
 
 # ------------------------------------------------------------------ reference layers
 
@@ -56,10 +74,13 @@ def _softmax(logits, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _calling(method, *args, what, missing=""):
-    """call(), with a pointer added when the learner's code hit a missing attribute."""
+def _calling(method, *args, what, missing="", forbid=_REFERENCES, autograd=True):
+    """The learner's method under the lesson's rules, with a pointer added when their code
+    hit a missing attribute."""
     try:
-        return call(method, *args, what=what)
+        return call_under_rules(
+            method, *args, autograd=autograd, forbid=forbid, rule=_RULE, what=what
+        )
     except Wrong as error:
         if missing and isinstance(error.__cause__, AttributeError):
             raise Wrong(f"{error}. {missing}") from error
@@ -92,6 +113,9 @@ def _attribute(layer, name, what):
 def _linear(answer, rng):
     if is_stub(answer):
         raise NotAttempted
+    refuse_reference(
+        answer, ("backprop_course.nn.Linear", "backprop_course.exercises.lesson06._Linear")
+    )
     # Square layers first: there a transposed matrix still has the right shape, so the
     # mistake can be named instead of surfacing as a shape error.
     for batch, n_in, n_out in [(5, 3, 3), (4, 4, 4), (6, 3, 2), (3, 2, 5), (7, 4, 1)]:
@@ -212,6 +236,9 @@ def _linear(answer, rng):
 def _relu(answer, rng):
     if is_stub(answer):
         raise NotAttempted
+    refuse_reference(
+        answer, ("backprop_course.nn.ReLU", "backprop_course.exercises.lesson06._ReLU")
+    )
     layer = call(answer, what="ReLU()")
     for _ in range(4):
         shape = (int(rng.integers(2, 7)), int(rng.integers(2, 6)))
@@ -286,6 +313,10 @@ def _run(layers, x, dy, *, order="reversed", chain=True):
     return h, g, [g_.copy() for layer in layers for g_ in layer.gradients()]
 
 
+# The test layers are this module's reference layers, which the container must call.
+_CONTAINER_RULES = {"forbid": ("backprop_course.nn",), "autograd": False}
+
+
 @exercise(
     "06.sequential",
     title="Sequential: a network as a list of layers",
@@ -303,6 +334,7 @@ def _run(layers, x, dy, *, order="reversed", chain=True):
 def _sequential(answer, rng):
     if is_stub(answer):
         raise NotAttempted
+    refuse_reference(answer, ("backprop_course.nn.Sequential",))
     for _ in range(3):
         d, batch = int(rng.integers(3, 6)), int(rng.integers(2, 7))
         layers = _net(rng, d)
@@ -314,7 +346,7 @@ def _sequential(answer, rng):
         _, forward_order_dx, _ = _run(layers, x, dy, order="forward")
         mine = copy.deepcopy(layers)
         model = call(answer, *mine, what="Sequential(*layers)")
-        y = _calling(model.forward, x.copy(), what="Sequential.forward")
+        y = _calling(model.forward, x.copy(), what="Sequential.forward", **_CONTAINER_RULES)
         assert_close(
             y,
             expected_y,
@@ -327,7 +359,7 @@ def _sequential(answer, rng):
                 "returned the input x, not the last layer's output": x,
             },
         )
-        dx = _calling(model.backward, dy.copy(), what="Sequential.backward")
+        dx = _calling(model.backward, dy.copy(), what="Sequential.backward", **_CONTAINER_RULES)
         assert_close(
             dx,
             expected_dx,
@@ -381,18 +413,16 @@ def _softmax_cross_entropy(answer, rng):
         y = rng.integers(0, k, size=batch)
         rows = np.arange(batch)
         where = f"for logits of shape {logits.shape}" + (" (large logits)" if case == 4 else "")
-        got = call(answer, logits.copy(), y.copy(), what="softmax_cross_entropy")
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            raise Wrong(
-                "softmax_cross_entropy should return a pair (loss, dlogits), got "
-                f"{type(got).__name__}"
-            )
-        loss, dlogits = got
+        got = call_under_rules(
+            answer, logits.copy(), y.copy(), autograd=True, forbid=_REFERENCES, rule=_RULE
+        )
+        parts = unpack(got, ("loss", "dlogits"))
+        loss, dlogits = parts["loss"], parts["dlogits"]
         p = _softmax(logits)
         onehot = np.zeros_like(p)
         onehot[rows, y] = 1
         expected_loss = -np.log(p[rows, y]).mean()
-        if case == 4 and not np.all(np.isfinite(np.asarray(loss, dtype=float))):
+        if case == 4 and not np.all(np.isfinite(as_array(loss, "the loss"))):
             raise Wrong(
                 f"the loss is nan or inf {where}: np.exp overflows; subtract each row's "
                 "maximum from the logits before exponentiating (it does not change the softmax)"
@@ -415,7 +445,7 @@ def _softmax_cross_entropy(answer, rng):
                 ),
             },
         )
-        if case == 4 and not np.all(np.isfinite(np.asarray(dlogits, dtype=float))):
+        if case == 4 and not np.all(np.isfinite(as_array(dlogits, "dlogits"))):
             raise Wrong(
                 f"dlogits contains nan or inf {where}: subtract each row's maximum from the "
                 "logits before np.exp"
@@ -449,8 +479,12 @@ def _collect(answer, X, y, batch_size, seed):
         y.copy(),
         batch_size,
         np.random.default_rng(seed),
-        what="iterate_minibatches",
     )
+    if got is None:
+        raise Wrong(
+            "iterate_minibatches returned None: is a `yield` (or the `return` of a list of "
+            "batches) missing?"
+        )
     try:
         batches = list(got)
     except TypeError as error:
@@ -567,7 +601,8 @@ def _sgd_update(answer, rng):
         lr = float(rng.uniform(0.01, 0.5))
         originals = [p.copy() for p in params]
         grads_in = [g.copy() for g in grads]
-        call(answer, list(params), grads_in, lr, what="sgd_update")  # keeps our references
+        # the lists are new, the arrays ours: an in-place update shows in `params`
+        call_under_rules(answer, list(params), grads_in, lr, forbid=("backprop_course.optim",))
         if all(np.array_equal(p, o) for p, o in zip(params, originals)):
             raise Wrong(
                 "the parameter arrays did not change: rebinding instead of updating in place "
@@ -614,7 +649,7 @@ def _accuracy(answer, rng):
         if correct.all() or not correct.any():
             y[0] = (scores[0].argmax() + 1) % k if correct.all() else scores[0].argmax()
             correct = scores.argmax(axis=1) == y
-        got = call(answer, scores.copy(), y.copy(), what="accuracy")
+        got = call(answer, scores.copy(), y.copy())
         acc = correct.mean()
         assert_close(
             got,

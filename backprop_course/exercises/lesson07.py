@@ -4,8 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    as_array,
+    assert_close,
+    call,
+    is_stub,
+    unpack,
+)
 from backprop_course.exercises import exercise
+from backprop_course.rules import call_under_rules
+
+# By hand, in numpy: torch's autograd, the package's normalization layers (nn, transformer)
+# and this module's reference computations are refused.
+_NORM_REFERENCES = (
+    "backprop_course.nn",
+    "backprop_course.transformer",
+    "backprop_course.autograd",
+    "backprop_course.gradcheck",
+    "backprop_course.exercises.lesson07",
+)
+_NORM_RULE = (
+    "this exercise asks for the gradient by hand, without autograd or the course's "
+    "normalization layers"
+)
+# Clipping is the learner's own: torch's clip_grad_norm_ (and friends) is refused.
+_CLIP_REFERENCES = ("torch.nn.utils.clip_grad",)
+_CLIP_RULE = "this exercise asks for your own clipping in numpy, not torch's clip_grad_norm_"
 
 
 @exercise(
@@ -14,34 +40,44 @@ from backprop_course.exercises import exercise
     points=1,
     answer="vanishing_bound",
     hints=(
-        "Backpropagating through one sigmoid multiplies the gradient by sigma'(z) = "
-        "sigma(z) (1 - sigma(z)). How large can that factor be, and where?",
-        "sigma(z) (1 - sigma(z)) is largest at z = 0, where sigma = 1/2: the factor is at most "
-        "1/2 * 1/2 = 1/4. L layers multiply L such factors.",
-        "Return 0.25 ** L.",
+        "Backpropagating through one neuron of the chain multiplies the gradient by its weight w "
+        "and by the sigmoid's slope sigma'(z) = sigma(z) (1 - sigma(z)). How large can each "
+        "factor be?",
+        "sigma(z) (1 - sigma(z)) is at most 1/4 (at z = 0), and |w| is at most w_max, so one "
+        "layer multiplies the gradient by at most w_max / 4. L layers multiply L such factors.",
+        "Return (w_max / 4) ** L.",
     ),
 )
 def _vanishing_bound(answer, rng):
     depths = [*rng.choice(np.arange(3, 16), size=4, replace=False).tolist(), 1, 2]
     for depth in depths:
         depth = int(depth)
-        got = call(answer, depth, what="vanishing_bound")
+        w_max = float(rng.uniform(0.5, 8.0))
+        while min(abs(w_max - c) for c in (1.0, 2.0, 4.0)) < 0.2:  # no coincidences
+            w_max = float(rng.uniform(0.5, 8.0))
+        got = call(answer, depth, w_max)
+        factor = w_max / 4
         assert_close(
             got,
-            0.25**depth,
-            name=f"vanishing_bound({depth})",
+            factor**depth,
+            name=f"vanishing_bound({depth}, {w_max:.4g})",
             rtol=1e-9,
             atol=0.0,
-            context=f"for L={depth} layers",
+            context=f"for L={depth} layers and w_max={w_max:.4g}",
             mistakes={
+                "ignored the weights: each layer multiplies by its weight too, so by at most "
+                "w_max / 4": 0.25**depth,
+                "ignored the sigmoid's slope: each layer also multiplies by sigma'(z) <= 1/4": (
+                    w_max**depth
+                ),
+                "counted the weight once: every layer has its own weight, so the factor per "
+                "layer is w_max / 4": w_max * 0.25**depth,
                 "used 1/2, the sigmoid's value at 0; the bound is on its derivative, "
-                "sigma(0) (1 - sigma(0)) = 1/4": 0.5**depth,
-                "off by one layer: each of the L layers contributes one factor 1/4": 0.25
+                "sigma(0) (1 - sigma(0)) = 1/4": (w_max / 2) ** depth,
+                "off by one layer: each of the L layers contributes one factor w_max / 4": factor
                 ** (depth - 1),
-                "off by one layer (one factor too many)": 0.25 ** (depth + 1),
-                "multiplied 1/4 by L instead of raising it to the power L": 0.25 * depth,
-                "divided by 4L: the factors multiply, so the bound is (1/4)^L": 0.25 / depth,
-                "this is the bound for tanh (tanh'(0) = 1), not the sigmoid": 1.0,
+                "off by one layer (one factor too many)": factor ** (depth + 1),
+                "multiplied by L instead of raising to the power L": factor * depth,
             },
         )
 
@@ -76,7 +112,7 @@ def _init_std_check(answer, rng):
     # Unequal fans first, so that mixing them up is caught and named.
     cases = cases[2:] + cases[:2]
     for kind, fan_in, fan_out in cases:
-        got = call(answer, fan_in, fan_out, kind, what="init_std")
+        got = call_under_rules(answer, fan_in, fan_out, kind, forbid=("backprop_course.nn",))
         expected = _init_std(fan_in, fan_out, kind)
         variance = expected**2
         mistakes = {
@@ -162,7 +198,11 @@ def _clip_check(answer, rng):
             max_norm = total * rng.uniform(1.1, 1.5)
         else:
             max_norm = float(min(norms.min(), total) * rng.uniform(0.2, 0.6))
-        got = call(answer, [g.copy() for g in grads], max_norm, what="clip_by_global_norm")
+        got = call_under_rules(
+            answer, [g.copy() for g in grads], max_norm, forbid=_CLIP_REFERENCES, rule=_CLIP_RULE
+        )
+        if got is None:
+            raise Wrong("clip_by_global_norm returned None: is a `return` missing?")
         if not isinstance(got, (list, tuple)):
             raise Wrong(
                 "clip_by_global_norm should return a list of arrays (one per gradient), got "
@@ -199,10 +239,11 @@ def _clip_check(answer, rng):
             )
 
 
-def _norm_backward(dy, x, gamma, eps, axis, ddof=0, mean_term=True, var_term=True):
+def _norm_backward(dy, x, gamma, eps, axis, ddof=0, mean_term=True, var_term=True, per_n=True):
     """Backward of y = gamma * (x - mean) / sqrt(var + eps) + beta, normalized along ``axis``.
 
-    Correct with the defaults; the keywords reproduce typical mistakes.
+    Correct with the defaults; the keywords reproduce typical mistakes (``per_n=False``:
+    the 1/N of d(mean)/dx and d(var)/dx forgotten, sums where means belong).
     """
     n = x.shape[axis]
     mu = x.mean(axis=axis, keepdims=True)
@@ -212,34 +253,17 @@ def _norm_backward(dy, x, gamma, eps, axis, ddof=0, mean_term=True, var_term=Tru
     x_hat = centred / std
     dx_hat = dy * gamma
     dx = dx_hat / std
+    scale = 1.0 if per_n else float(n - ddof)
     if mean_term:
-        dx = dx - dx_hat.mean(axis=axis, keepdims=True) / std
+        dx = dx - scale * dx_hat.mean(axis=axis, keepdims=True) / std
     if var_term:
-        dx = dx - centred * (dx_hat * centred).sum(axis=axis, keepdims=True) / (std**3 * (n - ddof))
+        dx = dx - scale * centred * (dx_hat * centred).sum(axis=axis, keepdims=True) / (
+            std**3 * (n - ddof)
+        )
     return dx, (dy * x_hat).sum(axis=0), dy.sum(axis=0)
 
 
-def _check_triple(got, what):
-    if not isinstance(got, (list, tuple)) or len(got) != 3:
-        length = f" of length {len(got)}" if isinstance(got, (list, tuple)) else ""
-        raise Wrong(
-            f"{what} should return a tuple (dx, dgamma, dbeta), got {type(got).__name__}{length}"
-        )
-    arrays = []
-    for name, value in zip(("dx", "dgamma", "dbeta"), got):
-        if is_stub(value):
-            raise NotAttempted
-        try:
-            arrays.append(np.asarray(value, dtype=float))
-        except (TypeError, ValueError) as error:
-            raise Wrong(
-                f"{what} returned {name} of type {type(value).__name__}, expected an array"
-            ) from error
-    return arrays
-
-
 def _norm_exercise(answer, rng, *, axis):
-    what = "batchnorm_backward" if axis == 0 else "layernorm_backward"
     for trial in range(4):
         if axis == 0:
             n, d = int(rng.integers(3, 9)), int(rng.integers(2, 6))
@@ -251,8 +275,19 @@ def _norm_exercise(answer, rng, *, axis):
         gamma = rng.uniform(0.5, 1.5, size=d) * rng.choice([-1, 1], size=d)
         dy = rng.normal(size=(n, d))
         eps = 1e-5
-        got = call(answer, dy.copy(), x.copy(), gamma.copy(), eps, what=what)
-        dx, dgamma, dbeta = _check_triple(got, what)
+        got = call_under_rules(
+            answer,
+            dy.copy(),
+            x.copy(),
+            gamma.copy(),
+            eps,
+            autograd=True,
+            forbid=_NORM_REFERENCES,
+            rule=_NORM_RULE,
+        )
+        parts = unpack(got, ("dx", "dgamma", "dbeta"))
+        dgamma, dbeta = as_array(parts["dgamma"], "dgamma"), as_array(parts["dbeta"], "dbeta")
+        dx = parts["dx"]  # as given: assert_close fits its message to a float32 answer
         ref_dx, ref_dgamma, ref_dbeta = _norm_backward(dy, x, gamma, eps, axis)
         where = f"for x of shape ({n}, {d})"
         other = 1 - axis
@@ -324,6 +359,10 @@ def _norm_exercise(answer, rng, *, axis):
             "used the unbiased variance (divided by n - 1); normalization uses the biased "
             "one, the mean of the squared deviations": _norm_backward(
                 dy, x, gamma, eps, axis, ddof=1
+            )[0],
+            "forgot the 1/N: the mean and the variance average over the N values normalized "
+            "together, so their terms are means, not sums (d mean / dx = 1/N)": _norm_backward(
+                dy, x, gamma, eps, axis, per_n=False
             )[0],
             "forgot to multiply by gamma: dx_hat = dy * gamma": _norm_backward(
                 dy, x, np.ones_like(gamma), eps, axis
