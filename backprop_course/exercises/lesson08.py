@@ -9,7 +9,6 @@ a numpy reference that follows ``torch.optim`` exactly.
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
@@ -21,13 +20,15 @@ from backprop_course.compare import (
     is_stub,
 )
 from backprop_course.exercises import exercise
-from backprop_course.rules import call_under_rules, refuse_reference
+from backprop_course.exercises.loaded_rules import call_refusing_loaded
+from backprop_course.rules import refuse_reference
 
 # Each exercise asks for an update rule or a schedule written out: the package's optimizers
 # and schedules (backprop_course.optim), torch's, and this module's own references are the
 # answers, not a way to compute them.
-FORBIDDEN = ("backprop_course.optim", "backprop_course.exercises.lesson08")
-FORBIDDEN_TORCH = (
+FORBIDDEN = (
+    "backprop_course.optim",
+    "backprop_course.exercises.lesson08",
     "torch.optim.SGD",
     "torch.optim.RMSprop",
     "torch.optim.Adam",
@@ -39,9 +40,8 @@ FORBIDDEN_TORCH = (
 def _call(answer, *args):
     """The learner's function, with the package's and torch's optimizers refused."""
     refuse_reference(answer, ("backprop_course.optim.warmup_cosine",))
-    # torch's optimizers only where torch is loaded: these numpy checks need not import it
-    forbid = FORBIDDEN + (FORBIDDEN_TORCH if "torch" in sys.modules else ())
-    return call_under_rules(answer, *args, forbid=forbid)
+    # watched where loaded: these numpy checks need not import torch
+    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
 
 
 def _shape(rng):

@@ -8,7 +8,6 @@ grader can run it from outside the learner's process.
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from backprop_course.compare import (
     is_stub,
 )
 from backprop_course.exercises import exercise
-from backprop_course.rules import call_under_rules
+from backprop_course.exercises.loaded_rules import call_refusing_loaded
 
 # Each exercise is a piece of arithmetic that the package (backprop_course.gpt) or torch
 # already does: those, and this module's own references, are refused as answers.
@@ -32,8 +31,6 @@ FORBIDDEN = (
     "backprop_course.gpt.health",
     "backprop_course.gpt.sample",
     "backprop_course.exercises.lesson11",
-)
-FORBIDDEN_TORCH = (
     "torch.nn.utils.clip_grad_norm_",
     "torch.nn.utils.clip_grads_with_norm_",
     "torch.nn.utils.get_total_norm",
@@ -43,12 +40,8 @@ FORBIDDEN_TORCH = (
 
 def _call(answer, *args):
     """The learner's function, with the package's and torch's ready-made versions refused."""
-    # Watch only what is loaded (the gpt modules and torch take seconds to import): every
-    # check calls the answer several times, so an import inside the answer is caught on the
-    # next call.
-    forbid = tuple(name for name in FORBIDDEN if name in sys.modules)
-    forbid += FORBIDDEN_TORCH if "torch" in sys.modules else ()
-    return call_under_rules(answer, *args, forbid=forbid)
+    # watched where loaded: the gpt modules and torch take seconds to import
+    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
 
 
 # ---------------------------------------------------------------- helpers

@@ -7,13 +7,12 @@ so it runs the same inside a notebook and from the grader; none starts processes
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from backprop_course.compare import Wrong, as_array, assert_close
 from backprop_course.exercises import exercise
-from backprop_course.rules import call_under_rules
+from backprop_course.exercises.loaded_rules import call_refusing_loaded
 
 # The package's data-parallel helpers (shard_rows, ring_allreduce_bytes,
 # combined_batch_gradient...) and this module's references answer these exercises.
@@ -22,10 +21,8 @@ FORBIDDEN = ("backprop_course.distributed", "backprop_course.exercises.lesson12"
 
 def call(answer, *args):
     """The learner's function, with the package's own answers refused."""
-    # backprop_course.distributed imports torch: watch it only once it is loaded (every check
-    # calls the answer several times, so an import inside the answer is caught on the next call)
-    loaded = tuple(name for name in FORBIDDEN if name in sys.modules)
-    return call_under_rules(answer, *args, forbid=loaded)
+    # watched where loaded: backprop_course.distributed imports torch
+    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
 
 
 def _as_list(got, count: int, what: str, where: str) -> list:
