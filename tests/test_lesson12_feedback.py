@@ -155,7 +155,7 @@ def test_references_are_watched_once_loaded_and_never_imported_to_watch():
 
     # never imported (it does not even exist): not watched, so not imported either
     assert call_refusing_loaded(lambda: 1, forbid=("backprop_course.no_such_module.f",)) == 1
-    with pytest.raises(Wrong, match="backprop_course.distributed.shard_rows"):
+    with pytest.raises(Wrong, match=r"backprop_course\.distributed\.shard_rows"):
         call_refusing_loaded(
             lambda: distributed.shard_rows(4, 0, 2), forbid=("backprop_course.distributed",)
         )
