@@ -144,11 +144,111 @@ WRONG_ANSWERS = [
     ("08.warmup_cosine", make_schedule(clamp=False), "stay at min_lr"),
     ("08.warmup_cosine", make_schedule(after="linear"), "straight line"),
     ("08.warmup_cosine", lambda *args: [0.1, 0.2], "one number"),
+    ("08.warmup_cosine", lambda *args: None, "is a `return` missing?"),
+    ("08.max_stable_lr", lambda H: None, "is a `return` missing?"),
+    ("08.adam_step", lambda *args: None, "is a `return` missing?"),
 ]
 
 
+# ---------------------------------------------------------------- shortcuts: the package's answers
+
+
+def momentum_by_the_package(p, g, v, lr, mu):
+    from backprop_course.optim import Momentum
+
+    p = np.array(p, dtype=float)
+    opt = Momentum([p], lr=lr, momentum=mu)
+    opt.velocity[0][...] = v
+    opt.step([g])
+    return p, opt.velocity[0]
+
+
+def momentum_by_torch(p, g, v, lr, mu):
+    import torch
+
+    w = torch.tensor(p, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=lr, momentum=mu)
+    opt.state[w]["momentum_buffer"] = torch.tensor(v)
+    w.grad = torch.tensor(g)
+    opt.step()
+    return w.detach().numpy(), opt.state[w]["momentum_buffer"].numpy()
+
+
+def rmsprop_by_the_package(p, g, s, lr, alpha, eps):
+    from backprop_course.optim import RMSprop
+
+    p = np.array(p, dtype=float)
+    opt = RMSprop([p], lr=lr, alpha=alpha, eps=eps)
+    opt.square_avg[0][...] = s
+    opt.step([g])
+    return p, opt.square_avg[0]
+
+
+def adam_by_the_checker(p, g, m, v, t, lr, beta1, beta2, eps):
+    from backprop_course.exercises.lesson08 import _adam
+
+    return _adam(p, g, m, v, t, lr, beta1, beta2, eps)
+
+
+def schedule_wrapping_the_package(step, total_steps, warmup_steps, max_lr, min_lr):
+    from backprop_course import optim
+
+    return float(optim.warmup_cosine(step, total_steps, warmup_steps, max_lr, min_lr))
+
+
+def schedule_by_torch(step, total_steps, warmup_steps, max_lr, min_lr):
+    import torch
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=max_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: make_schedule()(s, total_steps, warmup_steps, max_lr, min_lr) / max_lr
+    )
+    for _ in range(step):
+        opt.step()
+        sched.step()
+    return opt.param_groups[0]["lr"]
+
+
+def _package_schedule():
+    from backprop_course.optim import warmup_cosine
+
+    return warmup_cosine
+
+
+USED = "the answer used"
+SHORTCUTS = [
+    ("08.sgd_momentum_step", momentum_by_the_package, "backprop_course.optim"),
+    ("08.sgd_momentum_step", momentum_by_torch, "torch.optim"),
+    ("08.rmsprop_step", rmsprop_by_the_package, "backprop_course.optim"),
+    ("08.adam_step", adam_by_the_checker, "backprop_course.exercises.lesson08"),
+    ("08.warmup_cosine", _package_schedule(), "your own code"),
+    ("08.warmup_cosine", schedule_wrapping_the_package, "backprop_course.optim"),
+    ("08.warmup_cosine", schedule_by_torch, "torch.optim"),
+]
+
+
+def test_the_set_up_cell_imports_no_answer():
+    """The exercise notebook's set-up cell imports neither backprop_course.optim nor a schedule."""
+    import json
+    from pathlib import Path
+
+    notebook = Path(__file__).parents[1] / "solutions" / "08_optimizers.ipynb"
+    cells = json.loads(notebook.read_text())["cells"]
+    setup = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    assert "warmup_cosine" not in setup
+    assert "import check, hint, progress" in setup and "optim," not in setup
+
+
 globals().update(
-    lesson_feedback_tests("08", CORRECT_ANSWERS, WRONG_ANSWERS, also_correct=ALSO_CORRECT)
+    lesson_feedback_tests(
+        "08",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS,
+        also_correct=ALSO_CORRECT,
+        shortcuts=SHORTCUTS,
+        # "write it by hand": the optimizers and the schedule are what the package provides
+        ruled=("08.sgd_momentum_step", "08.rmsprop_step", "08.adam_step", "08.warmup_cosine"),
+    )
 )
 
 

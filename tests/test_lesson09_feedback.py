@@ -256,7 +256,7 @@ def make_train(*, zero=True, momentum_on=True, zero_between=False, extra=0):
 
 
 CORRECT_ANSWERS = {
-    "09.grad_accumulation": [make_accumulated(), accumulated_by_hand],
+    "09.grad_accumulation": [make_accumulated()],
     "09.straight_through": [make_straight_through()],
     "09.torch_mlp_gradients": [make_torch_mlp(), torch_mlp_by_tensors],
     "09.custom_function": [make_swish(), SwishCtxAttribute],
@@ -275,7 +275,7 @@ WRONG_ANSWERS = [
     ),
     ("09.grad_accumulation", make_accumulated(dtype=torch.float32), "float32"),
     ("09.grad_accumulation", make_accumulated(reduce="sum", divide=False), "summed the squared"),
-    ("09.grad_accumulation", lambda *a: None, "is None"),
+    ("09.grad_accumulation", lambda *a: None, "is a `return` missing?"),
     ("09.straight_through", make_straight_through(mode="plain"), "all zeros"),
     ("09.straight_through", make_straight_through(mode="flipped"), "sign error"),
     ("09.straight_through", make_straight_through(mode="unrounded"), "unrounded x"),
@@ -307,9 +307,149 @@ WRONG_ANSWERS = [
 ]
 
 
+# ---------------------------------------------------------------- shortcuts: the tool is the skill
+
+
+def accumulated_in_one_backward(w, X, y, n_micro):
+    w = torch.tensor(w, requires_grad=True)
+    ((torch.from_numpy(X) @ w - torch.from_numpy(y)) ** 2).mean().backward()
+    return w.grad
+
+
+def accumulated_with_autograd_grad(w, X, y, n_micro):
+    w = torch.tensor(w, requires_grad=True)
+    total = torch.zeros_like(w)
+    for Xm, ym in zip(np.split(X, n_micro), np.split(y, n_micro), strict=True):
+        loss = ((torch.from_numpy(Xm) @ w - torch.from_numpy(ym)) ** 2).mean() / n_micro
+        total += torch.autograd.grad(loss, w)[0]
+    return total
+
+
+def accumulated_by_hand_after_backward(w, X, y, n_micro):
+    leaf = torch.tensor(w, requires_grad=True)
+    for _ in range(n_micro):  # backward calls for show; the answer is a formula
+        (0 * leaf).sum().backward()
+    return accumulated_by_hand(w, X, y, n_micro)
+
+
+def straight_through_by_hand(x, t, step):
+    q = step * np.round(x / step)
+    return float(((q - t) ** 2).sum()), 2 * (q - t)
+
+
+def mlp_gradients_from_the_package(params, X, y, activation):
+    from backprop_course.torch_tools import numpy_mlp_gradients
+
+    return numpy_mlp_gradients(params, X, y, activation)[1]
+
+
+def mlp_gradients_with_numpy_layers(params, X, y, activation):
+    from backprop_course import nn as npnn
+    from backprop_course.torch_tools import mlp_from_params
+
+    mlp = mlp_from_params(params, activation)
+    loss = npnn.SoftmaxCrossEntropy()
+    loss(mlp(X), y)
+    mlp.backward(loss.backward())
+    return dict(zip(params, mlp.gradients()))
+
+
+class SwishBackwardByAutograd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, beta):
+        ctx.save_for_backward(x)
+        ctx.beta = beta
+        return x * torch.sigmoid(beta * x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            y = leaf * torch.sigmoid(ctx.beta * leaf)
+            return torch.autograd.grad(y, leaf, grad_output)[0], None
+
+
+def norms_with_retain_grad(params, X, y):
+    model = torch_mlp_from_params(params)
+    outputs, h = [], torch.from_numpy(X)
+    for layer in model:
+        h = layer(h)
+        if isinstance(layer, torch.nn.Linear):
+            h.retain_grad()
+            outputs.append(h)
+    F.cross_entropy(h, torch.from_numpy(y)).backward()
+    return [float(o.grad.norm()) for o in outputs]
+
+
+def clipped_in_place(params, X, y, clip):
+    model = torch_mlp_from_params(params)
+    h = torch.from_numpy(X)
+    for layer in model:
+        h = layer(h)
+        if isinstance(layer, torch.nn.ReLU):
+
+            def hook(grad):
+                grad.clamp_(-clip, clip)  # changes grad in place, returns None
+
+            h.register_hook(hook)
+    F.cross_entropy(h, torch.from_numpy(y)).backward()
+    return grads_from_torch(model)
+
+
+def trained_by_hand_in_torch(params, X, y, lr, momentum, steps):
+    model = torch_mlp_from_params(params)
+    velocity = [torch.zeros_like(p) for p in model.parameters()]
+    for _ in range(steps):
+        model.zero_grad()
+        F.cross_entropy(model(torch.from_numpy(X)), torch.from_numpy(y)).backward()
+        with torch.no_grad():
+            for p, v in zip(model.parameters(), velocity, strict=True):
+                v.mul_(momentum).add_(p.grad)
+                p -= lr * v
+    return params_from_torch(model)
+
+
+def trained_with_the_package_optimizer(params, X, y, lr, momentum, steps):
+    from backprop_course.optim import Momentum
+    from backprop_course.torch_tools import numpy_mlp_gradients
+
+    params = {k: v.copy() for k, v in params.items()}
+    opt = Momentum(list(params.values()), lr=lr, momentum=momentum)
+    for _ in range(steps):
+        grads = numpy_mlp_gradients(params, X, y)[1]
+        opt.step([grads[k] for k in params])
+    return params
+
+
+USED_THE_PACKAGE = "the answer used backprop_course"
+
+SHORTCUTS = [
+    ("09.grad_accumulation", accumulated_by_hand, "made no backward() call"),
+    ("09.grad_accumulation", accumulated_with_autograd_grad, "does not add them into .grad"),
+    ("09.grad_accumulation", accumulated_in_one_backward, "reached w 1 time(s)"),
+    ("09.grad_accumulation", accumulated_by_hand_after_backward, "not the .grad that"),
+    ("09.straight_through", straight_through_by_hand, "never called backward()"),
+    ("09.torch_mlp_gradients", mlp_gradients_from_the_package, USED_THE_PACKAGE),
+    ("09.torch_mlp_gradients", mlp_gradients_with_numpy_layers, USED_THE_PACKAGE),
+    ("09.custom_function", SwishBackwardByAutograd, "without autograd"),
+    ("09.grad_norm_hooks", norms_with_retain_grad, "registered none"),
+    ("09.clip_hook", clipped_in_place, "changed its grad argument in place"),
+    ("09.train_step", trained_by_hand_in_torch, "never called an optimizer's step()"),
+    ("09.train_step", trained_with_the_package_optimizer, USED_THE_PACKAGE),
+]
+
+
 globals().update(
     lesson_feedback_tests(
-        "09", CORRECT_ANSWERS, WRONG_ANSWERS, several=True, stubs={"09.custom_function": SwishStub}
+        "09",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS,
+        several=True,
+        stubs={"09.custom_function": SwishStub},
+        shortcuts=SHORTCUTS,
+        ruled=sorted(CORRECT_ANSWERS),  # the tool (autograd, hooks, torch.optim) is the skill
+        correct_seeds={"09.train_step": 8, "09.custom_function": 8},
     )
 )
 

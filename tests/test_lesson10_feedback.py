@@ -11,6 +11,7 @@ from backprop_course import exercises
 from backprop_course import transformer as tr
 from backprop_course.checking import NOT_ATTEMPTED
 from backprop_course.exercises import lesson10
+from backprop_course.rules import BY_HAND, OWN_CODE
 from feedback import assert_passes, assert_wrong_with_reason
 
 C_GELU, A_GELU = math.sqrt(2 / math.pi), 0.044715
@@ -48,8 +49,73 @@ def attention_backward(q, k, v, dout):
     )
 
 
+# The mistakes below are written out here: the checker's own module is refused as an answer.
+def layer_norm_grads(
+    x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True, per_c=True
+):
+    """Layer-norm backward, with switches that reproduce common mistakes."""
+    C = x.shape[-1]
+    mean = x.mean(dim=-1, keepdim=True)
+    xc = x - mean
+    var = (xc * xc).sum(dim=-1, keepdim=True) / (C - ddof)
+    rstd = 1.0 / torch.sqrt(var + eps)
+    xhat = xc * rstd
+    g = dy * gamma if gain else dy
+    dx = g
+    average = (
+        (lambda t: t.mean(dim=-1, keepdim=True))
+        if per_c
+        else (lambda t: t.sum(dim=-1, keepdim=True))
+    )
+    if mean_term:
+        dx = dx - average(g)
+    if var_term:
+        dx = dx - xhat * average(g * xhat)
+    lead = tuple(range(x.dim() - 1))
+    return rstd * dx, (dy * xhat).sum(dim=lead), dy.sum(dim=lead)
+
+
+def block_grads(x, p, dout, n_head, *, skip_mlp=True, skip_attn=True, attn_gets_total=True):
+    """The pre-norm block backward, with switches that reproduce common mistakes."""
+    eps = 1e-5
+    h1 = tr.layer_norm(x, p["ln_1.weight"], p["ln_1.bias"], eps)
+    qkv = tr.linear(h1, p["attn.c_attn.weight"], p["attn.c_attn.bias"])
+    q, k, v = (tr.split_heads(t, n_head) for t in qkv.split(x.shape[-1], dim=-1))
+    att = tr.merge_heads(tr.causal_attention(q, k, v))
+    x1 = x + tr.linear(att, p["attn.c_proj.weight"], p["attn.c_proj.bias"])
+    h2 = tr.layer_norm(x1, p["ln_2.weight"], p["ln_2.bias"], eps)
+    a = tr.linear(h2, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"])
+    g = tr.gelu(a)
+    grads = {}
+    dg, grads["mlp.c_proj.weight"], grads["mlp.c_proj.bias"] = tr.linear_backward(
+        g, p["mlp.c_proj.weight"], dout
+    )
+    da = tr.gelu_backward(a, dg)
+    dh2, grads["mlp.c_fc.weight"], grads["mlp.c_fc.bias"] = tr.linear_backward(
+        h2, p["mlp.c_fc.weight"], da
+    )
+    dx1_branch, grads["ln_2.weight"], grads["ln_2.bias"] = tr.layer_norm_backward(
+        x1, p["ln_2.weight"], dh2, eps
+    )
+    dx1 = dout + dx1_branch if skip_mlp else dx1_branch
+    upstream = dx1 if attn_gets_total else dout
+    datt, grads["attn.c_proj.weight"], grads["attn.c_proj.bias"] = tr.linear_backward(
+        att, p["attn.c_proj.weight"], upstream
+    )
+    dq, dk, dv = tr.attention_backward(q, k, v, tr.split_heads(datt, n_head))
+    dqkv = torch.cat([tr.merge_heads(dq), tr.merge_heads(dk), tr.merge_heads(dv)], dim=-1)
+    dh1, grads["attn.c_attn.weight"], grads["attn.c_attn.bias"] = tr.linear_backward(
+        h1, p["attn.c_attn.weight"], dqkv
+    )
+    dx_branch, grads["ln_1.weight"], grads["ln_1.bias"] = tr.layer_norm_backward(
+        x, p["ln_1.weight"], dh1, eps
+    )
+    grads["x"] = dx1 + dx_branch if skip_attn else dx_branch
+    return grads
+
+
 def block_backward(x, params, dout, n_head):
-    return lesson10._block_grads(x, params, dout, n_head)
+    return block_grads(x, params, dout, n_head)
 
 
 def activation_bytes(B, T, C, n_head, itemsize):
@@ -67,13 +133,24 @@ CORRECT_ANSWERS = {
 
 
 def _ln_variant(**switches):
-    return lambda x, gamma, dy, eps: lesson10._layer_norm_grads(x, gamma, dy, eps, **switches)
+    return lambda x, gamma, dy, eps: layer_norm_grads(x, gamma, dy, eps, **switches)
 
 
-def _attn_variant(**switches):
+def _attn_variant(scale=True, mask=True, row_sum=True, dk_t=True, dv_t=True):
+    """attention_backward with one of the classic slips (written here, not with the package)."""
+
     def answer(q, k, v, dout):
-        g = lesson10._attention_variant(q, k, v, dout, **switches)
-        return g["dQ"], g["dK"], g["dV"]
+        T, d = q.shape[-2:]
+        s = 1 / math.sqrt(d) if scale else 1.0
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+        if mask:
+            scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -math.inf)
+        p = torch.softmax(scores, -1)
+        dv = (p.transpose(-2, -1) if dv_t else p) @ dout
+        dp = dout @ v.transpose(-2, -1)
+        ds = p * (dp - (p * dp).sum(-1, keepdim=True)) if row_sum else p * dp
+        dk = (ds.transpose(-2, -1) if dk_t else ds) @ q * s
+        return ds @ k * s, dk, dv
 
     return answer
 
@@ -88,7 +165,7 @@ def _attn_edit(index, change):
 
 
 def _block_variant(**switches):
-    return lambda x, p, dout, n_head: lesson10._block_grads(x, p, dout, n_head, **switches)
+    return lambda x, p, dout, n_head: block_grads(x, p, dout, n_head, **switches)
 
 
 def _block_edit(name, change):
@@ -129,6 +206,7 @@ WRONG_ANSWERS = [
     ("10.layer_norm_backward", _ln_variant(var_term=False), "term through the variance"),
     ("10.layer_norm_backward", _ln_variant(gain=False), "forgot gamma in dx"),
     ("10.layer_norm_backward", _ln_variant(ddof=1), "unbiased variance"),
+    ("10.layer_norm_backward", _ln_variant(per_c=False), "forgot the 1/C"),
     (
         "10.layer_norm_backward",
         _ln_edit(1, lambda g, x, dy: dy.sum(dim=(0, 1))),
@@ -145,7 +223,7 @@ WRONG_ANSWERS = [
     (
         "10.layer_norm_backward",
         lambda x, g, dy, eps: layer_norm_backward(x, g, dy, eps)[0],
-        "should return a tuple (dx, dgamma, dbeta)",
+        "should give the tuple (dx, dgamma, dbeta)",
     ),
     ("10.gelu_backward", lambda x, dy: dy * 0.5 * (1 + torch.tanh(x)), "expected"),
     (
@@ -175,11 +253,11 @@ WRONG_ANSWERS = [
         "dQ is off by a constant factor of 2",
     ),
     ("10.attention_backward", _attn_edit(2, lambda g: g + 0.5), "dV is wrong"),
-    ("10.attention_backward", lambda q, k, v, dout: (q, k), "3 tensors, got 2"),
+    ("10.attention_backward", lambda q, k, v, dout: (q, k), "3 items (dQ, dK, dV), got 2 items"),
     (
         "10.attention_backward",
         lambda q, k, v, dout: attention_backward(q, k, v, dout)[0][..., :-1],
-        "should return a tuple (dQ, dK, dV)",
+        "should give the tuple (dQ, dK, dV)",
     ),
     (
         "10.block_backward",
@@ -263,3 +341,224 @@ def test_references_agree_with_the_package():
     q, k, v, dout = (torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64) for _ in range(4))
     for a, b in zip(attention_backward(q, k, v, dout), tr.attention_backward(q, k, v, dout)):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------ shortcuts
+
+
+def _autograd(f):
+    """The shortcut of the lesson-10 exercises: let autograd differentiate a forward function."""
+
+    def answer(*tensors_and_more):
+        tensors = [t for t in tensors_and_more if isinstance(t, torch.Tensor)]
+        with torch.enable_grad():
+            leaves = [t.detach().clone().requires_grad_(True) for t in tensors[:-1]]
+            return torch.autograd.grad(f(*leaves), leaves, tensors[-1])
+
+    return answer
+
+
+def _autograd_backward_softmax(y, dy):
+    with torch.enable_grad():
+        x = torch.log(y).detach().requires_grad_(True)
+        torch.softmax(x, -1).backward(dy)
+        return x.grad
+
+
+def _vjp_gelu(x, dy):
+    return torch.func.vjp(tr.gelu, x)[1](dy)[0]
+
+
+def _finite_difference_gelu(x, dy, h=1e-5):
+    return dy * (tr.gelu(x + h) - tr.gelu(x - h)) / (2 * h)
+
+
+def _finite_difference_softmax(y, dy, h=1e-6):
+    x = torch.log(y)
+    dx = torch.zeros_like(x)
+    for j in range(x.shape[-1]):
+        e = torch.zeros_like(x)
+        e[..., j] = h
+        dx[..., j] = ((torch.softmax(x + e, -1) - torch.softmax(x - e, -1)) * dy).sum(-1) / (2 * h)
+    return dx
+
+
+def _numerical_gradient_gelu(x, dy):
+    from backprop_course.gradcheck import numerical_gradient
+
+    return numerical_gradient(lambda t: float((tr.gelu(torch.as_tensor(t)) * dy).sum()), x)
+
+
+def _block_autograd(x, params, dout, n_head):
+    names = list(params)
+    with torch.enable_grad():
+        leaves = [t.detach().clone().requires_grad_(True) for t in (x, *params.values())]
+        out = tr.transformer_block(leaves[0], dict(zip(names, leaves[1:])), n_head)
+        return dict(zip(["x", *names], torch.autograd.grad(out, leaves, dout)))
+
+
+SHORTCUTS = [
+    ("10.softmax_backward", _autograd(lambda x: torch.softmax(x, -1)), BY_HAND),
+    ("10.softmax_backward", _autograd_backward_softmax, BY_HAND),
+    ("10.softmax_backward", tr.softmax_backward, "backprop_course.transformer.softmax_backward"),
+    ("10.softmax_backward", _finite_difference_softmax, "a finite difference"),
+    (
+        "10.layer_norm_backward",
+        lambda x, g, dy, eps: _autograd(
+            lambda x, g, b: torch.nn.functional.layer_norm(x, x.shape[-1:], g, b, eps)
+        )(x, g, torch.zeros_like(g), dy),
+        BY_HAND,
+    ),
+    ("10.layer_norm_backward", tr.layer_norm_backward, "layer_norm_backward"),
+    ("10.gelu_backward", _autograd(tr.gelu), BY_HAND),
+    ("10.gelu_backward", _vjp_gelu, BY_HAND),
+    ("10.gelu_backward", tr.gelu_backward, "backprop_course.transformer.gelu_backward"),
+    ("10.gelu_backward", lambda x, dy: dy * tr.gelu_derivative(x), "gelu_derivative"),
+    ("10.gelu_backward", _finite_difference_gelu, "a finite difference"),
+    ("10.gelu_backward", _numerical_gradient_gelu, "backprop_course.gradcheck"),
+    ("10.attention_backward", _autograd(tr.causal_attention), BY_HAND),
+    (
+        "10.attention_backward",
+        _autograd(
+            lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True
+            )
+        ),
+        BY_HAND,
+    ),
+    ("10.attention_backward", tr.attention_backward, "attention_backward"),
+    ("10.block_backward", _block_autograd, BY_HAND),
+    (
+        "10.block_backward",
+        lambda x, p, d, n: lesson10._block_grads(x, p, d, n),
+        "backprop_course.exercises.lesson10",
+    ),
+    (
+        "10.block_backward",
+        lambda x, p, d, n: (tr.transformer_block_manual(x, p, n), block_grads(x, p, d, n))[1],
+        "backprop_course.transformer.TransformerBlockFunction",
+    ),
+    ("10.activation_bytes", tr.block_activation_bytes, OWN_CODE),
+]
+
+LOW_PRECISION = [
+    ("10.gelu_backward", lambda x, dy: gelu_backward(x.float(), dy.float()), "float32"),
+    (
+        "10.layer_norm_backward",
+        lambda x, g, dy, eps: layer_norm_backward(x.float(), g.float(), dy.float(), eps),
+        "float32",
+    ),
+    (
+        "10.attention_backward",
+        lambda q, k, v, d: attention_backward(q.float(), k.float(), v.float(), d.float()),
+        "float32",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer", "reason"),
+    SHORTCUTS + LOW_PRECISION,
+    ids=[f"{item[0]}-{i}" for i, item in enumerate(SHORTCUTS + LOW_PRECISION)],
+)
+def test_shortcuts_are_refused_naming_the_rule(exercise_id, answer, reason):
+    """Autograd, the package's backward passes, finite differences and float32 never pass."""
+    assert_wrong_with_reason(exercise_id, answer, reason, seeds=3)
+
+
+def test_every_exercise_has_a_shortcut_case():
+    """Each lesson-10 exercise appears in the table of refused shortcuts."""
+    assert {item[0] for item in SHORTCUTS} == set(CORRECT_ANSWERS)
+
+
+def _softmax_by_jacobian(y, dy):
+    J = torch.diag_embed(y) - y.unsqueeze(-1) * y.unsqueeze(-2)
+    return (dy.unsqueeze(-2) @ J).squeeze(-2)
+
+
+def _layer_norm_other(x, gamma, dy, eps):
+    C = x.shape[-1]
+    rstd = (x.var(-1, unbiased=False, keepdim=True) + eps).rsqrt()
+    xhat = (x - x.mean(-1, keepdim=True)) * rstd
+    g = dy * gamma
+    dx = rstd / C * (C * g - g.sum(-1, keepdim=True) - xhat * (g * xhat).sum(-1, keepdim=True))
+    flat = dy.reshape(-1, C)
+    return dx, (flat * xhat.reshape(-1, C)).sum(0), flat.sum(0)
+
+
+def _gelu_sech(x, dy):
+    u = C_GELU * (x + A_GELU * x**3)
+    sech2 = 1 / torch.cosh(u) ** 2
+    return dy * (0.5 + 0.5 * torch.tanh(u) + 0.5 * x * sech2 * C_GELU * (1 + 3 * A_GELU * x**2))
+
+
+def _attention_other(q, k, v, dout):
+    d = q.shape[-1]
+    scores = torch.einsum("...id,...jd->...ij", q, k) / math.sqrt(d)
+    T = scores.shape[-1]
+    p = torch.softmax(scores + torch.triu(torch.full((T, T), -1e30, dtype=q.dtype), 1), -1)
+    dp = torch.einsum("...id,...jd->...ij", dout, v)
+    ds = p * dp - p * (p * dp).sum(-1, keepdim=True)
+    return (
+        ds @ k / math.sqrt(d),
+        ds.transpose(-1, -2) @ q / math.sqrt(d),
+        p.transpose(-1, -2) @ dout,
+    )
+
+
+def _block_with_own_pieces(x, params, dout, n_head):
+    """The block's backward from this file's own per-operation answers (no package backward)."""
+    p, C = params, x.shape[-1]
+    h1 = tr.layer_norm(x, p["ln_1.weight"], p["ln_1.bias"])
+    qkv = tr.linear(h1, p["attn.c_attn.weight"], p["attn.c_attn.bias"])
+    q, k, v = (tr.split_heads(t, n_head) for t in qkv.split(C, dim=-1))
+    att = tr.merge_heads(tr.causal_attention(q, k, v))
+    x1 = x + tr.linear(att, p["attn.c_proj.weight"], p["attn.c_proj.bias"])
+    h2 = tr.layer_norm(x1, p["ln_2.weight"], p["ln_2.bias"])
+    a = tr.linear(h2, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"])
+
+    def linear_back(inp, w, dy):
+        return dy @ w, dy.flatten(0, -2).T @ inp.flatten(0, -2), dy.flatten(0, -2).sum(0)
+
+    grads = {}
+    dg, grads["mlp.c_proj.weight"], grads["mlp.c_proj.bias"] = linear_back(
+        tr.gelu(a), p["mlp.c_proj.weight"], dout
+    )
+    dh2, grads["mlp.c_fc.weight"], grads["mlp.c_fc.bias"] = linear_back(
+        h2, p["mlp.c_fc.weight"], _gelu_sech(a, dg)
+    )
+    dx1, grads["ln_2.weight"], grads["ln_2.bias"] = layer_norm_backward(
+        x1, p["ln_2.weight"], dh2, 1e-5
+    )
+    dx1 = dx1 + dout
+    datt, grads["attn.c_proj.weight"], grads["attn.c_proj.bias"] = linear_back(
+        att, p["attn.c_proj.weight"], dx1
+    )
+    dq, dk, dv = _attention_other(q, k, v, tr.split_heads(datt, n_head))
+    dqkv = torch.cat([tr.merge_heads(t) for t in (dq, dk, dv)], dim=-1)
+    dh1, grads["attn.c_attn.weight"], grads["attn.c_attn.bias"] = linear_back(
+        h1, p["attn.c_attn.weight"], dqkv
+    )
+    dx, grads["ln_1.weight"], grads["ln_1.bias"] = layer_norm_backward(
+        x, p["ln_1.weight"], dh1, 1e-5
+    )
+    grads["x"] = dx1 + dx
+    return grads
+
+
+ALSO_CORRECT = [
+    ("10.softmax_backward", _softmax_by_jacobian),
+    ("10.layer_norm_backward", _layer_norm_other),
+    ("10.gelu_backward", _gelu_sech),
+    ("10.attention_backward", _attention_other),
+    ("10.block_backward", _block_with_own_pieces),
+    ("10.activation_bytes", lambda B, T, C, H, n: n * B * T * (2 + 16 * C + H * T)),
+]
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer"), ALSO_CORRECT, ids=[f"{a[0]}-{i}" for i, a in enumerate(ALSO_CORRECT)]
+)
+def test_other_correct_forms_pass(exercise_id, answer):
+    """Correct answers written differently from the solution pass too (exact to rounding)."""
+    assert_passes(exercise_id, answer, seeds=5)

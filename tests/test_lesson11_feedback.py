@@ -220,7 +220,6 @@ CORRECT_ANSWERS = {
 ALSO_CORRECT = [
     ("11.decay_groups", decay_groups_torch),
     ("11.decay_groups", lambda s: [sorted(decay_groups(s)[0]), tuple(decay_groups(s)[1])]),
-    ("11.grad_clip", clip_with_torch),
     ("11.update_ratio", update_ratios_torch),
     ("11.top_k_sampling", top_k_numpy),
 ]
@@ -267,8 +266,83 @@ WRONG_ANSWERS = [
 ]
 
 
+# ---------------------------------------------------------------- shortcuts: ready-made answers
+
+
+def decay_groups_by_the_package(shapes):
+    """GPT.configure_optimizer's own split, run on stand-in parameters of these shapes."""
+    from types import SimpleNamespace
+
+    from backprop_course.gpt.model import GPT
+
+    params = {n: torch.zeros(s, requires_grad=True) for n, s in shapes.items()}
+    fake = SimpleNamespace(parameters=lambda: iter(params.values()))
+    groups = GPT.configure_optimizer(fake, 0.1, 1e-3).param_groups
+    ids = [{id(p) for p in g["params"]} for g in groups]
+    return [[n for n, p in params.items() if id(p) in group] for group in ids]
+
+
+def mfu_by_the_meter(tokens_per_second, n_params, n_layer, n_head, head_dim, block_size, peak):
+    from backprop_course.gpt.meter import flops_per_token
+
+    if peak is None:
+        return None
+    return (
+        tokens_per_second * flops_per_token(n_params, n_layer, n_head, head_dim, block_size) / peak
+    )
+
+
+def scaler_by_the_checker(scaled_grads, scale, good_steps, max_norm, growth_interval):
+    from backprop_course.exercises.lesson11 import _scaler
+
+    return _scaler(scaled_grads, scale, good_steps, max_norm, growth_interval)
+
+
+def update_ratios_by_the_checker(before, after):
+    from backprop_course.exercises.lesson11 import _log_ratio
+
+    return {n: _log_ratio(before[n], after[n]) for n in before}
+
+
+def top_k_by_the_checker(logits, temperature, top_k):
+    from backprop_course.exercises.lesson11 import _top_k_probs
+
+    return torch.from_numpy(_top_k_probs(logits.numpy(), temperature, top_k))
+
+
+SHORTCUTS = [
+    ("11.decay_groups", decay_groups_by_the_package, "backprop_course.gpt.model"),
+    ("11.grad_clip", clip_with_torch, "torch.nn.utils.clip_grad_norm_"),
+    ("11.loss_scaling", scaler_by_the_checker, "backprop_course.exercises.lesson11"),
+    ("11.mfu", mfu_by_the_meter, "backprop_course.gpt.meter"),
+    ("11.update_ratio", update_ratios_by_the_checker, "backprop_course.exercises.lesson11"),
+    ("11.top_k_sampling", top_k_by_the_checker, "backprop_course.exercises.lesson11"),
+]
+
+
+def mfu_c_squared(tokens_per_second, n_params, n_layer, n_head, head_dim, block_size, peak):
+    C = n_head * head_dim
+    return tokens_per_second * (6 * n_params + 12 * n_layer * C * C) / peak
+
+
+NONE_RETURNS = [
+    ("11.mfu", mfu_c_squared, "linear in the context"),
+    ("11.decay_groups", lambda s: None, "is a `return` missing?"),
+    ("11.grad_clip", lambda g, m: None, "is a `return` missing?"),
+    ("11.update_ratio", lambda b, a: None, "is a `return` missing?"),
+    ("11.top_k_sampling", lambda *a: None, "is a `return` missing?"),
+]
+
 globals().update(
-    lesson_feedback_tests("11", CORRECT_ANSWERS, WRONG_ANSWERS, also_correct=ALSO_CORRECT)
+    lesson_feedback_tests(
+        "11",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS + NONE_RETURNS,
+        also_correct=ALSO_CORRECT,
+        shortcuts=SHORTCUTS,
+        # each asks you to write what the package (backprop_course.gpt) or torch provides
+        ruled=sorted(CORRECT_ANSWERS),
+    )
 )
 
 

@@ -85,7 +85,56 @@ WRONG_ANSWERS = [
 ]
 
 
-globals().update(lesson_feedback_tests("12", CORRECT_ANSWERS, WRONG_ANSWERS))
+def shard_by_the_package(X, rank, world_size):
+    from backprop_course import distributed
+
+    return X[distributed.shard_rows(len(X), rank, world_size)]
+
+
+def ring_bytes_by_the_package(n_bytes, world_size):
+    from backprop_course import distributed
+
+    return float(distributed.ring_allreduce_bytes(n_bytes, world_size))
+
+
+def peak_by_the_checker(n_layers, every):
+    from backprop_course.exercises.lesson12 import _cost
+
+    return _cost(n_layers, every)
+
+
+def best_by_the_checker(n_layers):
+    from backprop_course.exercises.lesson12 import _cost
+
+    return min(range(1, n_layers + 1), key=lambda k: _cost(n_layers, k))
+
+
+SHORTCUTS = [
+    ("12.shard_batch", shard_by_the_package, "backprop_course.distributed.shard_rows"),
+    ("12.ring_allreduce_cost", ring_bytes_by_the_package, "backprop_course.distributed"),
+    ("12.checkpoint_memory", peak_by_the_checker, "backprop_course.exercises.lesson12"),
+    ("12.best_segment", best_by_the_checker, "backprop_course.exercises.lesson12"),
+]
+
+NONE_RETURNS = [
+    ("12.shard_batch", lambda X, rank, world: None, "is a `return` missing?"),
+    ("12.allreduce_mean", lambda grads: None, "is a `return` missing?"),
+    ("12.ddp_equivalence", lambda grads, sizes: None, "is a `return` missing?"),
+    ("12.ring_allreduce_cost", lambda n, w: None, "is a `return` missing?"),
+    ("12.checkpoint_memory", lambda n, k: None, "is a `return` missing?"),
+    ("12.best_segment", lambda n: None, "is a `return` missing?"),
+]
+
+globals().update(
+    lesson_feedback_tests(
+        "12",
+        CORRECT_ANSWERS,
+        WRONG_ANSWERS + NONE_RETURNS,
+        shortcuts=SHORTCUTS,
+        # the package's backprop_course.distributed computes these two
+        ruled=("12.shard_batch", "12.ring_allreduce_cost"),
+    )
+)
 
 
 @pytest.mark.parametrize(
@@ -96,3 +145,17 @@ globals().update(lesson_feedback_tests("12", CORRECT_ANSWERS, WRONG_ANSWERS))
 def test_other_correct_answers_pass(exercise_id, answer, home):
     """Equivalent formulations (np.array_split, rounding sqrt(n), a tuple) pass too."""
     assert_passes(exercise_id, answer, seeds=20)
+
+
+def test_references_are_watched_once_loaded_and_never_imported_to_watch():
+    """call_refusing_loaded skips modules nobody loaded and refuses loaded ones by behaviour."""
+    from backprop_course import distributed
+    from backprop_course.compare import Wrong
+    from backprop_course.exercises.loaded_rules import call_refusing_loaded
+
+    # never imported (it does not even exist): not watched, so not imported either
+    assert call_refusing_loaded(lambda: 1, forbid=("backprop_course.no_such_module.f",)) == 1
+    with pytest.raises(Wrong, match=r"backprop_course\.distributed\.shard_rows"):
+        call_refusing_loaded(
+            lambda: distributed.shard_rows(4, 0, 2), forbid=("backprop_course.distributed",)
+        )

@@ -16,11 +16,32 @@ from backprop_course.compare import (
     NotAttempted,
     Wrong,
     assert_close,
-    call,
     expect_tuple,
     is_stub,
 )
 from backprop_course.exercises import exercise
+from backprop_course.exercises.loaded_rules import call_refusing_loaded
+from backprop_course.rules import refuse_reference
+
+# Each exercise asks for an update rule or a schedule written out: the package's optimizers
+# and schedules (backprop_course.optim), torch's, and this module's own references are the
+# answers, not a way to compute them.
+FORBIDDEN = (
+    "backprop_course.optim",
+    "backprop_course.exercises.lesson08",
+    "torch.optim.SGD",
+    "torch.optim.RMSprop",
+    "torch.optim.Adam",
+    "torch.optim.AdamW",
+    "torch.optim.lr_scheduler",
+)
+
+
+def _call(answer, *args):
+    """The learner's function, with the package's and torch's optimizers refused."""
+    refuse_reference(answer, ("backprop_course.optim.warmup_cosine",))
+    # watched where loaded: these numpy checks need not import torch
+    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
 
 
 def _shape(rng):
@@ -52,7 +73,7 @@ def _run_sequence(answer, rng, what, steps, reference, unpack_args, names):
         expected = reference.step(state, g, step)
         args = unpack_args([np.array(x, dtype=float, copy=True) for x in mine], g.copy(), step)
         got = expect_tuple(
-            call(answer, *args, what=what),
+            _call(answer, *args),
             len(expected),
             names,
             what,
@@ -105,7 +126,7 @@ def _sgd_momentum_step(answer, rng):
         lr, mu = float(rng.uniform(0.01, 0.3)), float(rng.uniform(0.5, 0.95))
         where = f"for lr={lr:.3g}, mu={mu:.3g} and a velocity v that is not zero"
         got = expect_tuple(
-            call(answer, p.copy(), g.copy(), v.copy(), lr, mu, what=what),
+            _call(answer, p.copy(), g.copy(), v.copy(), lr, mu),
             2,
             "p_new, v_new",
             what,
@@ -200,7 +221,7 @@ def _rmsprop_step(answer, rng):
         eps = float(10 ** rng.uniform(-3, -2))  # large enough to tell where it goes
         where = f"for lr={lr:.3g}, alpha={alpha:.3g}, eps={eps:.2g}"
         got = expect_tuple(
-            call(answer, p.copy(), g.copy(), s.copy(), lr, alpha, eps, what=what),
+            _call(answer, p.copy(), g.copy(), s.copy(), lr, alpha, eps),
             2,
             "p_new, s_new",
             what,
@@ -306,7 +327,7 @@ def _adam_step(answer, rng):
         eps = float(10 ** rng.uniform(-3, -2))
         where = f"at step t={t} with lr={lr:.3g}, beta1={b1:.3g}, beta2={b2:.4g}, eps={eps:.2g}"
         args = (p.copy(), g.copy(), m.copy(), v.copy(), t, lr, b1, b2, eps)
-        got = expect_tuple(call(answer, *args, what=what), 3, "p_new, m, v", what, where)
+        got = expect_tuple(_call(answer, *args), 3, "p_new, m, v", what, where)
         if t == 1 and not np.isfinite(np.asarray(got[0], dtype=float)).all():
             raise Wrong(
                 f"p_new contains nan or inf {where}: the bias correction divides by "
@@ -402,7 +423,7 @@ def _max_stable_lr(answer, rng):
     for _ in range(6):
         n = int(rng.integers(2, 6))
         H, eigenvalues = _random_spd(rng, n)
-        got = call(answer, H.copy(), what="max_stable_lr")
+        got = _call(answer, H.copy())
         big, small = eigenvalues.max(), eigenvalues.min()
         assert_close(
             got,
@@ -473,10 +494,10 @@ def _warmup_cosine(answer, rng):
         configs.append((total, warmup, max_lr, min_lr))
     for total, warmup, max_lr, min_lr in configs:
         steps = range(total + 6)
-        got = [
-            call(answer, step, total, warmup, max_lr, min_lr, what="warmup_cosine")
-            for step in steps
-        ]
+        got = [_call(answer, step, total, warmup, max_lr, min_lr) for step in steps]
+        if any(value is None for value in got):
+            step = next(s for s, value in zip(steps, got) if value is None)
+            raise Wrong(f"warmup_cosine returned None for step {step}: is a `return` missing?")
         try:
             got_array = np.array([float(value) for value in got])
         except (TypeError, ValueError) as error:

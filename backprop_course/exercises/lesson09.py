@@ -26,13 +26,15 @@ from backprop_course import nn as npnn
 from backprop_course.compare import (
     NotAttempted,
     Wrong,
+    answer_name,
     assert_close,
-    call,
+    distinct_sizes,
     expect_mapping,
     is_stub,
     run_probe,
 )
 from backprop_course.exercises import exercise
+from backprop_course.rules import BY_HAND, RuleBroken, enforce
 from backprop_course.torch_tools import mlp_from_params, numpy_mlp_gradients
 
 # ---------------------------------------------------------------- helpers
@@ -40,11 +42,6 @@ from backprop_course.torch_tools import mlp_from_params, numpy_mlp_gradients
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * x))
-
-
-def _distinct_sizes(rng: np.random.Generator, count: int, low: int = 2, high: int = 9) -> list:
-    """``count`` different integers in [low, high): a transposed answer has the wrong shape."""
-    return [int(v) for v in rng.choice(np.arange(low, high), size=count, replace=False)]
 
 
 def _array(got: Any, name: str) -> np.ndarray:
@@ -57,6 +54,8 @@ def _array(got: Any, name: str) -> np.ndarray:
         )
     if hasattr(got, "detach") and hasattr(got, "numpy"):
         got = got.detach().cpu().numpy()
+    if isinstance(got, _Opaque):
+        raise Wrong(f"{name} should be a number, a numpy array or a tensor, got {got}")
     try:
         return np.asarray(got, dtype=float)
     except (TypeError, ValueError) as error:
@@ -127,7 +126,7 @@ def _random_params(rng: np.random.Generator, sizes: list[int]) -> dict[str, np.n
 
 def _classification_case(rng: np.random.Generator, depth: int):
     """Random parameters of an MLP with ``depth`` linear layers, a batch and labels."""
-    sizes = _distinct_sizes(rng, depth + 2, 2, 10)
+    sizes = distinct_sizes(rng, depth + 2, 2, 10)
     batch, sizes = sizes[0], sizes[1:]
     params = _random_params(rng, sizes)
     X = rng.normal(size=(batch, sizes[0]))
@@ -177,12 +176,240 @@ def _mlp_backward(
     return grads, output_grads
 
 
+# ---------------------------------------------------------------- tracing what the answer does
+
+# The tools are the skill in this lesson: the checks look at HOW the answer got its numbers
+# (backward calls, hooks, optimizer steps), not only at the numbers, which a closed form or
+# the package's numpy backward would also produce.
+OWN_TORCH = (
+    "backprop_course.nn",
+    "backprop_course.optim",
+    "backprop_course.torch_tools.numpy_mlp_gradients",
+    "backprop_course.torch_tools.mlp_from_params",
+    # this module's own references (not the whole module: the probe lives here)
+    "backprop_course.exercises.lesson09._linreg_grad",
+    "backprop_course.exercises.lesson09._mlp_backward",
+    "backprop_course.exercises.lesson09._torch_variant",
+    "backprop_course.exercises.lesson09._momentum_run",
+)
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """The learner's result as plain data: tensors become numpy arrays (dtype kept)."""
+    if is_stub(value) or value is None or isinstance(value, (bool, int, float, str, np.ndarray)):
+        return value
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, np.generic):
+        return value.item()
+    if depth < 3 and isinstance(value, Mapping):
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
+    if depth < 3 and isinstance(value, (tuple, list)):
+        return type(value)(_plain(v, depth + 1) for v in value)
+    return _Opaque(type(value).__name__)
+
+
+class _Opaque(str):
+    """Stands for a returned object that is not plain data (its type name)."""
+
+
+class _Trace:
+    """Counts, while active, what the answer asked autograd to do.
+
+    ``backward``: calls of ``torch.autograd.backward`` (``Tensor.backward`` goes through it),
+    with the leaves each call reached; ``grad``: calls of ``torch.autograd.grad``; ``hooks``:
+    tensor and module backward hooks registered (each wrapped to see whether it changes its
+    argument in place while returning None); ``steps``: ``torch.optim`` optimizer steps.
+    """
+
+    def __init__(self):
+        self.backward_calls = 0
+        self.grad_calls = 0
+        self.leaf_calls: dict[int, list] = {}  # id -> [leaf, calls reaching it]
+        self.grad_outputs: list = []
+        self.hooks = 0
+        self.in_place = False
+        self.steps = 0
+
+    def _leaves(self, tensors):
+        import torch
+
+        stack = [t.grad_fn for t in tensors if isinstance(t, torch.Tensor) and t.grad_fn]
+        stack += [None] * 0
+        seen, leaves = set(), {}
+        while stack:
+            fn = stack.pop()
+            if fn is None or id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            variable = getattr(fn, "variable", None)
+            if variable is not None:
+                leaves[id(variable)] = variable
+            stack.extend(child for child, _ in fn.next_functions)
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.requires_grad and t.grad_fn is None:
+                leaves[id(t)] = t
+        return leaves.values()
+
+    def _watch(self, hook, module_hook=False):
+        import torch
+
+        trace = self
+
+        def watched(*args):
+            grads = args[1:] if module_hook else args
+            flat = [g for a in grads for g in (a if isinstance(a, tuple) else (a,))]
+            before = [g.clone() if isinstance(g, torch.Tensor) else None for g in flat]
+            result = hook(*args)
+            if result is None and any(
+                b is not None and not torch.equal(b, g) for b, g in zip(before, flat)
+            ):
+                trace.in_place = True
+            return result
+
+        return watched
+
+    def __enter__(self):
+        import torch
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        trace = self
+        self._saved = (
+            torch.autograd.backward,
+            torch.autograd.grad,
+            torch.Tensor.register_hook,
+            torch.nn.Module.register_full_backward_hook,
+            torch.nn.Module.register_full_backward_pre_hook,
+        )
+        backward, grad, tensor_hook, module_hook, module_pre_hook = self._saved
+
+        def traced_backward(tensors, *args, **kwargs):
+            trace.backward_calls += 1
+            listed = tensors if isinstance(tensors, (tuple, list)) else (tensors,)
+            for leaf in trace._leaves(listed):
+                trace.leaf_calls.setdefault(id(leaf), [leaf, 0])[1] += 1
+            return backward(tensors, *args, **kwargs)
+
+        def traced_grad(*args, **kwargs):
+            trace.grad_calls += 1
+            result = grad(*args, **kwargs)
+            trace.grad_outputs.extend(r for r in result if r is not None)
+            return result
+
+        def traced_tensor_hook(tensor, hook):
+            trace.hooks += 1
+            return tensor_hook(tensor, trace._watch(hook))
+
+        def traced_module_hook(module, hook, *args, **kwargs):
+            trace.hooks += 1
+            return module_hook(module, trace._watch(hook, module_hook=True), *args, **kwargs)
+
+        def traced_module_pre_hook(module, hook, *args, **kwargs):
+            trace.hooks += 1
+            return module_pre_hook(module, trace._watch(hook, module_hook=True), *args, **kwargs)
+
+        torch.autograd.backward = traced_backward
+        torch.autograd.grad = traced_grad
+        torch.Tensor.register_hook = traced_tensor_hook
+        torch.nn.Module.register_full_backward_hook = traced_module_hook
+        torch.nn.Module.register_full_backward_pre_hook = traced_module_pre_hook
+        self._step_hook = register_optimizer_step_post_hook(
+            lambda *_: setattr(trace, "steps", trace.steps + 1)
+        )
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        (
+            torch.autograd.backward,
+            torch.autograd.grad,
+            torch.Tensor.register_hook,
+            torch.nn.Module.register_full_backward_hook,
+            torch.nn.Module.register_full_backward_pre_hook,
+        ) = self._saved
+        self._step_hook.remove()
+        return False
+
+    def summary(self, result: Any) -> dict:
+        leaf_grads = [
+            (calls, leaf.grad.detach().cpu().numpy().copy())
+            for leaf, calls in self.leaf_calls.values()
+            if leaf.grad is not None
+        ]
+        return {
+            "result": _plain(result),
+            "backward_calls": self.backward_calls,
+            "grad_calls": self.grad_calls,
+            "leaf_grads": leaf_grads,
+            "grad_outputs": [g.detach().cpu().numpy().copy() for g in self.grad_outputs],
+            "hooks": self.hooks,
+            "in_place": self.in_place,
+            "steps": self.steps,
+        }
+
+
+def probe_traced(answer, *args) -> Any:
+    """Call the learner's function on plain data and report what it did with autograd.
+
+    Returns ``...`` if the answer returned the stub, else :meth:`_Trace.summary`: the
+    result as plain data plus the counts of backward and ``autograd.grad`` calls, the
+    ``.grad`` of every leaf a backward call reached (with the number of calls that reached
+    it), the hooks registered (and whether one changed its argument in place and returned
+    None) and the optimizer steps taken. The answer runs under ``rules.enforce`` with
+    :data:`OWN_TORCH` forbidden.
+    """
+    with enforce(forbid=OWN_TORCH, rule=TOOL_RULE), _Trace() as trace:
+        result = answer(*args)
+    if is_stub(result):
+        return ...
+    return trace.summary(result)
+
+
+def _traced(answer, *args) -> dict:
+    """:func:`probe_traced` where the answer lives (the package's numpy answers refused)."""
+    if is_stub(answer):
+        raise NotAttempted
+    return run_probe(probe_traced, answer, *args, shown=(answer_name(), args, {}))
+
+
+TOOL_RULE = "this exercise asks you to let torch's autograd compute it, not your own formula"
+
+
+def _needs_autograd(trace: Mapping, what: str) -> None:
+    if trace["backward_calls"] == 0 and trace["grad_calls"] == 0:
+        raise Wrong(
+            f"{TOOL_RULE}; the answer never called backward() (or torch.autograd.grad): {what}"
+        )
+
+
+def _from_autograd(trace: Mapping, got: np.ndarray) -> None:
+    """Wrong unless ``got`` is a gradient that autograd produced during the call."""
+    produced = [g for _, g in trace["leaf_grads"]] + list(trace["grad_outputs"])
+    if not any(g.shape == got.shape and np.allclose(g, got) for g in produced):
+        raise Wrong(
+            f"{TOOL_RULE}; the returned gradient is not one that backward() (or "
+            "torch.autograd.grad) computed: return x.grad"
+        )
+
+
+def _returned_none(value: Any, name: str) -> None:
+    if value is None:
+        raise Wrong(f"{name} returned None: is a `return` missing?")
+
+
 # ---------------------------------------------------------------- 09.grad_accumulation
 
 
 def _linreg_grad(w: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Gradient of mean((X @ w - y)**2) with respect to w."""
     return 2.0 * X.T @ (X @ w - y) / len(X)
+
+
+ACCUMULATE = (
+    "this exercise asks you to let autograd accumulate the gradient in w.grad, one backward() "
+    "per micro-batch"
+)
 
 
 @exercise(
@@ -211,7 +438,9 @@ def _grad_accumulation(answer, rng):
         y = rng.normal(size=B)
         w = rng.normal(size=D)
         where = f"for w of shape ({D},), a batch of {B} rows and n_micro={n_micro}"
-        got = call(answer, w.copy(), X.copy(), y.copy(), n_micro, what="accumulated_gradient")
+        trace = _traced(answer, w.copy(), X.copy(), y.copy(), n_micro)
+        got = trace["result"]
+        _returned_none(got, "accumulated_gradient")
         expected = _linreg_grad(w, X, y)
         first = _linreg_grad(w, X[:size], y[:size])
         last = _linreg_grad(w, X[-size:], y[-size:])
@@ -233,6 +462,27 @@ def _grad_accumulation(answer, rng):
                 "summed the squared errors instead of taking their mean": B * expected,
             },
         )
+        if trace["backward_calls"] == 0:
+            raise Wrong(
+                f"{ACCUMULATE}; the answer made no backward() call"
+                + (
+                    " (torch.autograd.grad returns gradients; it does not add them into .grad)"
+                    if trace["grad_calls"]
+                    else ""
+                )
+            )
+        got = _array(got, "the accumulated gradient")
+        calls = [c for c, g in trace["leaf_grads"] if g.shape == got.shape and np.allclose(g, got)]
+        if not calls:
+            raise Wrong(
+                f"{ACCUMULATE}; the returned gradient is not the .grad that the backward() "
+                "calls accumulated: return w.grad"
+            )
+        if max(calls) != n_micro:
+            raise Wrong(
+                f"{ACCUMULATE}; backward() reached w {max(calls)} time(s) for {n_micro} "
+                f"micro-batches {where}"
+            )
 
 
 # ---------------------------------------------------------------- 09.straight_through
@@ -261,7 +511,9 @@ def _straight_through(answer, rng):
         t = rng.normal(scale=2.0, size=shape)
         step = float(rng.choice([0.25, 0.5, 1.0]))
         where = f"for x of shape {shape} and step={step}"
-        got = call(answer, x.copy(), t.copy(), step, what="quantized_loss_and_grad")
+        trace = _traced(answer, x.copy(), t.copy(), step)
+        got = trace["result"]
+        _returned_none(got, "quantized_loss_and_grad")
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise Wrong(
                 "quantized_loss_and_grad should return a pair (loss, gradient), got "
@@ -300,6 +552,8 @@ def _straight_through(answer, rng):
                 "values": 2 * (x - t),
             },
         )
+        _needs_autograd(trace, "build the loss from x + (q - x).detach() and call backward()")
+        _from_autograd(trace, _array(grad, "the gradient"))
 
 
 # ---------------------------------------------------------------- 09.torch_mlp_gradients
@@ -348,17 +602,10 @@ def _torch_mlp_gradients(answer, rng):
         activation = ("relu", "tanh", "sigmoid", str(rng.choice(["relu", "tanh"])))[case]
         params, X, y, where = _classification_case(rng, depth)
         where += f", activation={activation!r}"
+        trace = _traced(answer, _copy(params), X.copy(), y.copy(), activation)
+        _returned_none(trace["result"], "torch_mlp_gradients")
         got = _dict_of(
-            call(
-                answer,
-                _copy(params),
-                X.copy(),
-                y.copy(),
-                activation,
-                what="torch_mlp_gradients",
-            ),
-            _param_keys(depth),
-            "torch_mlp_gradients(params, X, y, activation)",
+            trace["result"], _param_keys(depth), "torch_mlp_gradients(params, X, y, activation)"
         )
         _, expected = numpy_mlp_gradients(params, X, y, activation)
         last_act = _torch_variant(params, X, y, activation, last_activation=True)
@@ -379,6 +626,7 @@ def _torch_mlp_gradients(answer, rng):
                     "MLP is linear": last_act[key],
                 },
             )
+        _needs_autograd(trace, "build the model in torch and call loss.backward()")
 
 
 # ---------------------------------------------------------------- 09.custom_function
@@ -389,10 +637,12 @@ def probe_swish(function, x, beta, grad_output) -> Any:
 
     ``function.apply(x, beta)`` on a float64 copy of ``x``, then its raw
     ``backward`` (to see exactly what it returns), then autograd's gradient with
-    ``grad_output``, then ``torch.autograd.gradcheck`` on a small input.
+    ``grad_output``, then ``torch.autograd.gradcheck`` on a small input. The raw
+    backward runs under ``rules.enforce(autograd=True)``: it must be written by hand.
     Returns ``...`` when forward is still the stub, else a dict with ``forward``
     (tensor or None), ``forward_type``, ``backward_stub``, ``n_returned``,
-    ``grad`` (tensor or None), ``error`` (str or None) and ``gradcheck`` (bool or None).
+    ``grad`` (tensor or None), ``error`` (str or None), ``gradcheck`` (bool or None)
+    and ``rule`` (the broken rule's message, or None).
     """
     import torch
 
@@ -408,6 +658,7 @@ def probe_swish(function, x, beta, grad_output) -> Any:
         "grad": None,
         "error": None,
         "gradcheck": None,
+        "rule": None,
     }
     try:
         y = function.apply(x, beta)
@@ -423,9 +674,15 @@ def probe_swish(function, x, beta, grad_output) -> Any:
     if y.grad_fn is None or tuple(y.shape) != tuple(x.shape):
         return result
     try:
-        raw = y.grad_fn.apply(grad_output)  # exactly what the learner's backward returns
+        # exactly what the learner's backward returns, computed by hand: autograd is off
+        # and tripwired while it runs
+        with enforce(autograd=True, rule=BY_HAND):
+            raw = y.grad_fn.apply(grad_output)
     except Exception as error:
-        result["error"] = f"backward raised {type(error).__name__}: {error}"
+        if isinstance(error, (RuleBroken, Wrong)) or BY_HAND in str(error):
+            result["rule"] = str(error)
+        else:
+            result["error"] = f"backward raised {type(error).__name__}: {error}"
         return result
     if is_stub(raw) or (isinstance(raw, tuple) and any(is_stub(r) for r in raw)):
         result["backward_stub"] = True
@@ -473,7 +730,7 @@ def _custom_function(answer, rng):
         beta = float(rng.uniform(0.5, 2.5))
         g = rng.normal(size=shape)
         where = f"for x of shape {shape}, beta={beta:.4g}"
-        result = run_probe(probe_swish, answer, x, beta, g, what="Swish")
+        result = run_probe(probe_swish, answer, x, beta, g)
         if not isinstance(result, Mapping):
             raise Wrong("the check could not run Swish.apply(x, beta)")
         if result["error"] and result["forward"] is None:
@@ -494,6 +751,8 @@ def _custom_function(answer, rng):
                 "forgot the factor x: the Swish is x * sigmoid(beta * x)": s,
             },
         )
+        if result["rule"]:
+            raise Wrong(f"backward: {result['rule']}")
         if result["backward_stub"]:
             raise Wrong("forward is right, but backward still returns `...`: fill it in too")
         if result["error"]:
@@ -559,9 +818,9 @@ def _grad_norm_hooks(answer, rng):
     for case in range(3):
         depth = (2, 3, 4)[case]
         params, X, y, where = _classification_case(rng, depth)
-        got = call(answer, _copy(params), X.copy(), y.copy(), what="layer_output_grad_norms")
-        if is_stub(got):
-            raise NotAttempted
+        trace = _traced(answer, _copy(params), X.copy(), y.copy())
+        got = trace["result"]
+        _returned_none(got, "layer_output_grad_norms")
         if isinstance(got, Mapping):
             raise Wrong("return a list of floats (one per linear layer, input layer first)")
         got = _array(got, "layer_output_grad_norms(params, X, y)")
@@ -584,6 +843,12 @@ def _grad_norm_hooks(answer, rng):
                 "summed the loss over the batch instead of averaging": len(X) * expected,
             },
         )
+        _needs_autograd(trace, "run loss.backward() and let the hooks record the norms")
+        if trace["hooks"] == 0:
+            raise Wrong(
+                "this exercise asks you to read the gradients with backward hooks "
+                "(register_full_backward_hook); the answer registered none"
+            )
 
 
 # ---------------------------------------------------------------- 09.clip_hook
@@ -612,11 +877,9 @@ def _clip_hook(answer, rng):
         hidden = np.concatenate([np.abs(g).ravel() for g in outputs[:-1]])
         clip = float(np.quantile(hidden, 0.5))
         where += f", clip={clip:.4g}"
-        got = _dict_of(
-            call(answer, _copy(params), X.copy(), y.copy(), clip, what="clipped_gradients"),
-            _param_keys(depth),
-            "clipped_gradients(params, X, y, clip)",
-        )
+        trace = _traced(answer, _copy(params), X.copy(), y.copy(), clip)
+        _returned_none(trace["result"], "clipped_gradients")
+        got = _dict_of(trace["result"], _param_keys(depth), "clipped_gradients(params, X, y, clip)")
         expected, _ = _mlp_backward(params, X, y, clip=clip)
         plain, _ = _mlp_backward(params, X, y)
         for key in _param_keys(depth):
@@ -631,6 +894,18 @@ def _clip_hook(answer, rng):
                     "clipped the parameter gradients; this exercise clips the gradient flowing "
                     "back through each hidden activation": np.clip(plain[key], -clip, clip),
                 },
+            )
+        _needs_autograd(trace, "register the hooks, then call loss.backward()")
+        if trace["hooks"] == 0:
+            raise Wrong(
+                "this exercise asks you to clip the gradient in flight with tensor hooks "
+                "(register_hook); the answer registered none"
+            )
+        if trace["in_place"]:
+            raise Wrong(
+                "a hook changed its grad argument in place and returned None: lesson 09 calls "
+                "that unsupported (autograd may already have used, or may share, that tensor). "
+                "Return the new gradient instead: return grad.clamp(-clip, clip)"
             )
 
 
@@ -672,19 +947,10 @@ def _train_step(answer, rng):
         momentum = float(rng.uniform(0.5, 0.9))
         steps = int(rng.integers(3, 7))
         where += f", lr={lr:.3g}, momentum={momentum:.3g}, steps={steps}"
+        trace = _traced(answer, _copy(params), X.copy(), y.copy(), lr, momentum, steps)
+        _returned_none(trace["result"], "train_with_sgd")
         got = _dict_of(
-            call(
-                answer,
-                _copy(params),
-                X.copy(),
-                y.copy(),
-                lr,
-                momentum,
-                steps,
-                what="train_with_sgd",
-            ),
-            _param_keys(2),
-            "train_with_sgd(params, X, y, lr, momentum, steps)",
+            trace["result"], _param_keys(2), "train_with_sgd(params, X, y, lr, momentum, steps)"
         )
         expected = _momentum_run(params, X, y, lr, momentum, steps)
         no_zero = _momentum_run(params, X, y, lr, momentum, steps, zero_grad=False)
@@ -707,3 +973,9 @@ def _train_step(answer, rng):
                     "one step too few": fewer[key],
                 },
             )
+        if trace["steps"] == 0:
+            raise Wrong(
+                "this exercise asks you to train with torch.optim (torch.optim.SGD(..., "
+                "momentum=momentum)); the answer never called an optimizer's step()"
+            )
+        _needs_autograd(trace, "each step needs loss.backward() before optimizer.step()")

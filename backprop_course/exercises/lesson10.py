@@ -21,11 +21,103 @@ import numpy as np
 import torch
 
 from backprop_course import transformer as tr
-from backprop_course.compare import NotAttempted, Wrong, assert_close, call, is_stub
+from backprop_course.compare import (
+    NotAttempted,
+    Wrong,
+    as_array,
+    assert_close,
+    check_gradients,
+    is_stub,
+    unpack,
+)
 from backprop_course.device import torch_threads
 from backprop_course.exercises import exercise
+from backprop_course.rules import BY_HAND, call_under_rules
 
 RTOL, ATOL = 1e-6, 1e-9
+# A formula derived by hand agrees with autograd to about 1e-15 of the gradient's largest
+# entry (measured: at most 3e-15 over these checks); a finite difference, at best, to about
+# 1e-11. After the usual comparison (which names mistakes), every answer must also agree to
+# EXACT of its largest entry: the exercises ask for the exact gradient.
+EXACT = 1e-12
+
+_TR = "backprop_course.transformer."
+# The package's hand-written backward passes: each is the answer to one of these exercises
+# (or to all of them at once); numerical gradients and numpy layers are no derivation either.
+OP_BACKWARDS = tuple(
+    _TR + name
+    for name in (
+        "softmax_backward",
+        "layer_norm_backward",
+        "gelu_backward",
+        "gelu_derivative",
+        "linear_backward",
+        "attention_backward",
+        "SoftmaxFunction",
+        "LayerNormFunction",
+        "GELUFunction",
+        "CausalAttentionFunction",
+    )
+)
+BLOCK_BACKWARDS = tuple(
+    _TR + name
+    for name in (
+        "MultiHeadAttentionFunction",
+        "MLPFunction",
+        "MLPBlockFunction",
+        "TransformerBlockFunction",
+        "transformer_block_manual",
+        "_attn_backward",
+        "_mlp_backward",
+    )
+)
+NOT_A_DERIVATION = (
+    "backprop_course.gradcheck",
+    "backprop_course.nn",
+    "backprop_course.exercises.lesson10",  # the checks' own references
+)
+FORBIDDEN = OP_BACKWARDS + BLOCK_BACKWARDS + NOT_A_DERIVATION
+# 10.block_backward tells the learner to use the per-operation references, so only the
+# package's whole-block (and whole-branch) backward passes are refused there.
+FORBIDDEN_IN_BLOCK = BLOCK_BACKWARDS + NOT_A_DERIVATION
+
+
+def _call_by_hand(answer, *args, forbid=FORBIDDEN):
+    """The learner's backward, with autograd switched off and tripwired (rules.BY_HAND)."""
+    return call_under_rules(answer, *args, autograd=True, forbid=forbid, rule=BY_HAND)
+
+
+_LOW_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _refuse_low_precision(values: Mapping, expected: Mapping) -> None:
+    """A float32 (or half) gradient that is right at its own precision: name the dtype."""
+    for name, value in values.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype not in _LOW_PRECISION:
+            continue
+        got, want = as_array(value, name), as_array(expected[name], name)
+        if got.shape == want.shape and np.allclose(got, want, rtol=1e-3, atol=1e-5):
+            raise Wrong(
+                f"{name} is a {str(dtype).removeprefix('torch.')} tensor, right only to "
+                f"{str(dtype).removeprefix('torch.')} precision: the inputs are float64; "
+                "keep every computation in float64 (no .float(), no float32 tensors)"
+            )
+
+
+def _require_exact(got: Mapping, expected: Mapping, context: str) -> None:
+    """After the usual comparison: Wrong unless every gradient agrees to rounding error."""
+    for name, value in got.items():
+        value, want = as_array(value, name), as_array(expected[name], name)
+        scale = max(float(np.abs(want).max()), 1e-300)
+        error = float(np.abs(value - want).max()) / scale
+        if error <= EXACT:
+            continue
+        raise Wrong(
+            f"{name} agrees with the exact gradient only to about {error:.0e} (relative) "
+            f"{context}: {BY_HAND}, exact to rounding error (about 1e-15); a finite "
+            "difference, or a step computed in lower precision, is not exact"
+        )
 
 
 def _one_thread(checker):
@@ -53,114 +145,6 @@ def _grad(f, inputs: Sequence[torch.Tensor], dy: torch.Tensor) -> list[torch.Ten
     return [g.detach() for g in torch.autograd.grad(f(*leaves), leaves, dy)]
 
 
-def _array(value, name: str) -> np.ndarray:
-    if is_stub(value):
-        raise Wrong(f"{name} is still `...`: compute it too")
-    if hasattr(value, "detach") and hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise Wrong(f"{name} should be a tensor, got {type(value).__name__}") from error
-
-
-def _unpack(result, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
-    """The learner's tuple ``(d1, d2, ...)`` or dict as named arrays; Wrong for other forms."""
-    if is_stub(result):
-        raise NotAttempted
-    if isinstance(result, Mapping):
-        missing = [n for n in names if n not in result]
-        if missing:
-            raise Wrong(f"{what} returned a dict without the key(s) {missing}")
-        return {n: _array(result[n], n) for n in names}
-    wanted = f"a tuple ({', '.join(names)})"
-    if not isinstance(result, (tuple, list)):
-        raise Wrong(f"{what} should return {wanted}, got {type(result).__name__}")
-    if len(result) != len(names):
-        raise Wrong(f"{what} should return {wanted}: {len(names)} tensors, got {len(result)}")
-    return {n: _array(r, n) for n, r in zip(names, result)}
-
-
-def _index(flat_index, shape) -> str:
-    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat_index, shape)) + "]"
-
-
-def _listing(names: Sequence[str]) -> str:
-    names = list(names)
-    if len(names) <= 2:
-        return " and ".join(names)
-    return ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def check_gradients(
-    got: Mapping[str, np.ndarray],
-    expected: Mapping[str, torch.Tensor],
-    *,
-    mistakes: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-    context: str = "",
-    shape_advice: Mapping[str, str] | None = None,
-    rtol: float = RTOL,
-    atol: float = ATOL,
-) -> None:
-    """Compare several named gradients; Wrong names each wrong one, its error and where.
-
-    A mistake maps gradient names to the values that mistake gives (names left
-    out take the right value), or is a function returning that mapping (called
-    only when the answer is wrong); it is reported when every gradient matches it.
-    """
-    where = f" {context}" if context else ""
-    want = {n: np.asarray(e.detach().numpy(), dtype=float) for n, e in expected.items()}
-    for name, e in want.items():
-        g = got[name]
-        if g.shape != e.shape:
-            advice = (shape_advice or {}).get(name, "")
-            raise Wrong(
-                f"{name} has shape {g.shape}, expected {e.shape}{where}"
-                + (f": {advice}" if advice else "")
-            )
-        if not np.isfinite(g).all():
-            raise Wrong(f"{name} contains nan or inf{where}")
-    wrong = [n for n in want if not np.allclose(got[n], want[n], rtol=rtol, atol=atol)]
-    if not wrong:
-        return
-    parts = []
-    for name in wrong:
-        error = np.abs(got[name] - want[name])
-        worst = int(np.argmax(error))
-        scale = float(np.linalg.norm(want[name]))
-        relative = float(np.linalg.norm(got[name] - want[name])) / scale if scale else math.inf
-        parts.append(
-            f"{name} is wrong: max abs error {error.flat[worst]:.3g} "
-            f"(relative {relative:.3g}) at {_index(worst, error.shape)}"
-        )
-    right = [n for n in want if n not in wrong]
-    message = "; ".join(parts) + where
-    if len(right) > 3:
-        message += f"; the other {len(right)} are right"
-    elif right:
-        message += f"; {_listing(right)} {'is' if len(right) == 1 else 'are'} right"
-    for label, values in (mistakes or {}).items():
-        if callable(values):  # computed only now that the answer is wrong
-            values = values()
-        candidate = {
-            n: np.asarray(values[n], dtype=float) if n in values else want[n] for n in want
-        }
-        if all(
-            candidate[n].shape == got[n].shape
-            and np.allclose(got[n], candidate[n], rtol=max(rtol, 1e-6), atol=atol)
-            for n in want
-        ):
-            raise Wrong(f"{message}. It matches a common mistake: {label}")
-    if len(wrong) == 1:
-        name = wrong[0]
-        mask = np.abs(want[name]) > 1e-12
-        if mask.any():
-            ratio = float(np.median(got[name][mask] / want[name][mask]))
-            if abs(ratio) > 1e-12 and np.allclose(got[name], ratio * want[name], rtol=1e-6):
-                message += f". {name} is off by a constant factor of {ratio:.4g}"
-    raise Wrong(message)
-
-
 # ------------------------------------------------------------------ 10.softmax_backward
 
 
@@ -179,11 +163,13 @@ def check_gradients(
 )
 @_one_thread
 def _softmax_backward(answer, rng):
-    for shape in ((1, 5), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 7)):
+    for shape in ((3, 5), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 7)):
         x = _tensor(rng, *shape, scale=2.0)
         dy = _tensor(rng, *shape)
         y = tr.softmax(x)
-        got = call(answer, y.clone(), dy.clone(), what="softmax_backward")
+        raw = _call_by_hand(answer, y.clone(), dy.clone())
+        _refuse_low_precision({"dx": raw}, {"dx": tr.softmax_backward(y, dy)})
+        got = raw
         row_sum = (y * dy).sum(dim=-1, keepdim=True)
         assert_close(
             got,
@@ -207,12 +193,19 @@ def _softmax_backward(answer, rng):
                 "forgot to multiply by y outside the bracket": dy - row_sum,
             },
         )
+        _require_exact(
+            {"dx": got},
+            {"dx": tr.softmax_backward(y, dy)},
+            f"for y and dy of shape {tuple(shape)}",
+        )
 
 
 # ------------------------------------------------------------------ 10.layer_norm_backward
 
 
-def _layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True):
+def _layer_norm_grads(
+    x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=0, gain=True, per_c=True
+):
     """Layer-norm backward, with switches that reproduce common mistakes."""
     C = x.shape[-1]
     mean = x.mean(dim=-1, keepdim=True)
@@ -222,10 +215,15 @@ def _layer_norm_grads(x, gamma, dy, eps, *, mean_term=True, var_term=True, ddof=
     xhat = xc * rstd
     g = dy * gamma if gain else dy
     dx = g
+    average = (
+        (lambda t: t.mean(dim=-1, keepdim=True))
+        if per_c
+        else (lambda t: t.sum(dim=-1, keepdim=True))
+    )
     if mean_term:
-        dx = dx - g.mean(dim=-1, keepdim=True)
+        dx = dx - average(g)
     if var_term:
-        dx = dx - xhat * (g * xhat).mean(dim=-1, keepdim=True)
+        dx = dx - xhat * average(g * xhat)
     lead = tuple(range(x.dim() - 1))
     return rstd * dx, (dy * xhat).sum(dim=lead), dy.sum(dim=lead)
 
@@ -259,9 +257,11 @@ def _layer_norm_backward(answer, rng):
         beta = _tensor(rng, C, scale=0.5)
         dy = _tensor(rng, *shape)
         eps = float(rng.choice([1e-5, 1e-3]))
-        result = call(answer, x.clone(), gamma.clone(), dy.clone(), eps, what="layer_norm_backward")
-        got = _unpack(result, ("dx", "dgamma", "dbeta"), "layer_norm_backward")
+        result = _call_by_hand(answer, x.clone(), gamma.clone(), dy.clone(), eps)
+        got = unpack(result, ("dx", "dgamma", "dbeta"))
         dx, dgamma, dbeta = _grad(partial(tr.layer_norm, eps=eps), (x, gamma, beta), dy)
+        want = {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+        _refuse_low_precision(got, want)
 
         variant = partial(_layer_norm_variant, x, gamma, dy, eps)
 
@@ -293,6 +293,8 @@ def _layer_norm_backward(answer, rng):
                 "used the unbiased variance (divide by C - 1); layer norm divides by C": partial(
                     variant, ddof=1
                 ),
+                "forgot the 1/C: the two correction terms are row MEANS, mean(g) and "
+                "xhat * mean(g * xhat), not sums": partial(variant, per_c=False),
                 "dgamma is sum(dy): it needs the factor xhat, since y = gamma * xhat + beta": {
                     "dgamma": dy.sum(dim=lead)
                 },
@@ -301,6 +303,7 @@ def _layer_norm_backward(answer, rng):
                 "forgot rstd in dx": {"dx": dx / rstd},
             },
         )
+        _require_exact(got, want, f"for x of shape {tuple(shape)}")
 
 
 # ------------------------------------------------------------------ 10.gelu_backward
@@ -326,8 +329,9 @@ def _gelu_backward(answer, rng):
     for shape in ((7,), (int(rng.integers(2, 4)), int(rng.integers(3, 6)), 5)):
         x = _tensor(rng, *shape, scale=2.0)
         dy = _tensor(rng, *shape)
-        got = call(answer, x.clone(), dy.clone(), what="gelu_backward")
+        got = _call_by_hand(answer, x.clone(), dy.clone())
         (expected,) = _grad(tr.gelu, (x,), dy)
+        _refuse_low_precision({"dx": got}, {"dx": expected})
         t = torch.tanh(_C * (x + _A * x**3))
         du = _C * (1 + 3 * _A * x**2)
         phi = torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
@@ -355,6 +359,7 @@ def _gelu_backward(answer, rng):
                 + 0.5 * x * (1 - t**2) * du,
             },
         )
+        _require_exact({"dx": got}, {"dx": expected}, f"for x of shape {shape}")
 
 
 # ------------------------------------------------------------------ 10.attention_backward
@@ -395,11 +400,11 @@ def _attention_backward(answer, rng):
     for B, H, T, d in ((1, 1, 3, 2), (2, int(rng.integers(2, 4)), int(rng.integers(4, 7)), 4)):
         q, k, v = (_tensor(rng, B, H, T, d) for _ in range(3))
         dout = _tensor(rng, B, H, T, d)
-        result = call(
-            answer, q.clone(), k.clone(), v.clone(), dout.clone(), what="attention_backward"
-        )
-        got = _unpack(result, ("dQ", "dK", "dV"), "attention_backward")
+        result = _call_by_hand(answer, q.clone(), k.clone(), v.clone(), dout.clone())
+        got = unpack(result, ("dQ", "dK", "dV"))
         dq, dk, dv = _grad(tr.causal_attention, (q, k, v), dout)
+        want = {"dQ": dq, "dK": dk, "dV": dv}
+        _refuse_low_precision(got, want)
 
         variant = partial(_attention_variant, q, k, v, dout)
 
@@ -420,6 +425,7 @@ def _attention_backward(answer, rng):
                 "dQ and dK are swapped": {"dQ": dk, "dK": dq},
             },
         )
+        _require_exact(got, want, f"for q, k, v of shape {(B, H, T, d)}")
 
 
 # ------------------------------------------------------------------ 10.block_backward
@@ -493,13 +499,13 @@ def _block_backward(answer, rng):
         params = tr.init_block_params(C, generator=seed, scale=0.3)
         x = _tensor(rng, B, T, C)
         dout = _tensor(rng, B, T, C)
-        result = call(
+        result = _call_by_hand(
             answer,
             x.clone(),
             {n: t.clone() for n, t in params.items()},
             dout.clone(),
             n_head,
-            what="block_backward",
+            forbid=FORBIDDEN_IN_BLOCK,
         )
         if is_stub(result):
             raise NotAttempted
@@ -508,10 +514,11 @@ def _block_backward(answer, rng):
                 f"block_backward should return a dict of gradients with the keys "
                 f"{list(BLOCK_GRADIENTS)}, got {type(result).__name__}"
             )
-        got = _unpack(result, BLOCK_GRADIENTS, "block_backward")
+        got = unpack(result, BLOCK_GRADIENTS)
         inputs = (x, *(params[n] for n in tr.BLOCK_PARAMETER_NAMES))
         autograd = _grad(partial(_block_from_list, n_head=n_head), inputs, dout)
         expected = dict(zip(BLOCK_GRADIENTS, autograd))
+        _refuse_low_precision(got, expected)
         variant = partial(_block_grads, x, params, dout, n_head)
 
         check_gradients(
@@ -531,6 +538,7 @@ def _block_backward(answer, rng):
                 "gradient": partial(variant, attn_gets_total=False),
             },
         )
+        _require_exact(got, expected, f"for x of shape {(B, T, C)} with {n_head} head(s)")
 
 
 # ------------------------------------------------------------------ 10.activation_bytes
@@ -566,7 +574,9 @@ def _activation_bytes(answer, rng):
             )
         )
     for B, T, C, H, itemsize in cases:
-        got = call(answer, B, T, C, H, itemsize, what="activation_bytes")
+        got = call_under_rules(
+            answer, B, T, C, H, itemsize, forbid=(_TR + "block_activation_bytes",)
+        )
         n = itemsize
         btc, att, rstd = B * T * C, B * H * T * T, 2 * B * T
         assert_close(

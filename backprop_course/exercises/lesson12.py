@@ -10,11 +10,24 @@ import math
 
 import numpy as np
 
-from backprop_course.compare import Wrong, assert_close, call
+from backprop_course.compare import Wrong, as_array, assert_close
 from backprop_course.exercises import exercise
+from backprop_course.exercises.loaded_rules import call_refusing_loaded
+
+# The package's data-parallel helpers (shard_rows, ring_allreduce_bytes,
+# combined_batch_gradient...) and this module's references answer these exercises.
+FORBIDDEN = ("backprop_course.distributed", "backprop_course.exercises.lesson12")
+
+
+def call(answer, *args):
+    """The learner's function, with the package's own answers refused."""
+    # watched where loaded: backprop_course.distributed imports torch
+    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
 
 
 def _as_list(got, count: int, what: str, where: str) -> list:
+    if got is None:
+        raise Wrong(f"{what} returned None {where}: is a `return` missing?")
     if not isinstance(got, (list, tuple)) or len(got) != count:
         size = f" of length {len(got)}" if isinstance(got, (list, tuple)) else ""
         raise Wrong(
@@ -84,7 +97,7 @@ def _shard_batch(answer, rng):
         where = f"for a batch of {batch} rows on world_size={world}"
         shards = []
         for rank in range(world):
-            got = np.asarray(call(answer, X.copy(), rank, world, what="shard_batch"), dtype=float)
+            got = as_array(call(answer, X.copy(), rank, world), "shard_batch(X, rank, world_size)")
             if got.ndim != 2 or got.shape[1] != X.shape[1]:
                 raise Wrong(
                     f"shard_batch should return rows of X, shape (rows, {X.shape[1]}), got "
@@ -127,7 +140,7 @@ def _allreduce_mean(answer, rng):
         mean = np.mean(grads, axis=0)
         where = f"for {world} workers with gradients of shape {shape}"
         got = _as_list(
-            call(answer, [g.copy() for g in grads], what="allreduce_mean"),
+            call(answer, [g.copy() for g in grads]),
             world,
             "allreduce_mean",
             where,
@@ -174,7 +187,7 @@ def _ddp_equivalence(answer, rng):
         grads = [rng.normal(size=shape) for _ in range(world)]
         weighted = sum(n * g for n, g in zip(sizes, grads))
         where = f"for shard sizes {sizes}"
-        got = call(answer, [g.copy() for g in grads], list(sizes), what="combine_shard_gradients")
+        got = call(answer, [g.copy() for g in grads], list(sizes))
         assert_close(
             got,
             weighted / sum(sizes),
@@ -212,7 +225,7 @@ def _ring_cost(answer, rng):
     for world in worlds:
         n_bytes = float(4 * rng.integers(1_000, 100_000_000))
         expected = 2 * (world - 1) / world * n_bytes
-        got = call(answer, n_bytes, world, what="ring_allreduce_bytes")
+        got = call(answer, n_bytes, world)
         assert_close(
             got,
             expected,
@@ -255,7 +268,7 @@ def _checkpoint_memory(answer, rng):
     cases += [(int(rng.integers(2, 17)), int(rng.integers(2, 17))) for _ in range(5)]
     for every, segments in cases:
         n_layers = every * segments
-        got = call(answer, n_layers, every, what="checkpoint_peak")
+        got = call(answer, n_layers, every)
         assert_close(
             got,
             segments + every - 1,
@@ -293,7 +306,9 @@ def _cost(n_layers: int, every: int) -> int:
 )
 def _best_segment(answer, rng):
     for n_layers in [int(rng.integers(20, 50)), int(rng.integers(50, 1000)), 1, 2]:
-        got = call(answer, n_layers, what="best_every")
+        got = call(answer, n_layers)
+        if got is None:
+            raise Wrong("best_every returned None: is a `return` missing?")
         try:
             every = int(got)
             integral = every == float(got)
