@@ -194,7 +194,8 @@ def _invoke(
         raise NotAttempted from error
     except Exception as error:  # the learner's code may raise anything
         if type(error).__name__ == "RuleBroken":  # see backprop_course.rules
-            raise Wrong(str(error)) from None
+            rule = "\n".join(x for x in str(error).splitlines() if not x.startswith(LINE_TAG))
+            raise Wrong(rule) from None
         name, shown_args, shown_kwargs = shown or (
             getattr(function, "__name__", None) or what,
             args,

@@ -139,6 +139,22 @@ def _code_objects(dotted: str) -> dict[types.CodeType, str]:
     return found
 
 
+def _loaded(forbid: tuple[str, ...]) -> tuple[str, ...]:
+    """The forbidden names whose module is loaded.
+
+    Code of a module nobody imported cannot run, so there is nothing to watch, and a
+    numpy exercise need not import torch to forbid ``torch.optim``. An answer that imports
+    one itself is watched from the check's next call on (checks call answers many times).
+    """
+    kept = []
+    for dotted in forbid:
+        parts = dotted.split(".")
+        prefixes = {".".join(parts[:cut]) for cut in range(2, len(parts) + 1)} | {dotted}
+        if any(prefix in sys.modules for prefix in prefixes):
+            kept.append(dotted)
+    return tuple(kept)
+
+
 @functools.lru_cache(maxsize=64)
 def _forbidden_codes(forbid: tuple[str, ...]) -> dict[types.CodeType, str]:
     codes: dict[types.CodeType, str] = {}
@@ -265,7 +281,7 @@ def enforce(
     watch = _Watch()
     # autograd's entry points are watched by their code too: an alias bound before the
     # check (``from torch.autograd import grad``) escapes the tripwire, not the watch.
-    names = tuple(forbid) + (_autograd_names() if autograd else ())
+    names = _loaded(tuple(forbid)) + (_autograd_names() if autograd else ())
     codes = _forbidden_codes(names)
     with ExitStack() as stack:
         if autograd:
@@ -305,7 +321,7 @@ def probe_ruled(answer: Any, probe: Callable, args: tuple, autograd: bool, forbi
 def probe_identity(answer: Any, forbid: tuple) -> str | None:
     """The forbidden reference that ``answer`` is, subclasses or wraps; ``None`` if none."""
     references = {}
-    for dotted in forbid:
+    for dotted in _loaded(tuple(forbid)):  # an answer can only be what is loaded
         target = _resolve(dotted)
         if inspect.ismodule(target):
             for attribute, value in vars(target).items():
@@ -394,6 +410,7 @@ def probe_under_rules(
         tuple(forbid),
         _rule(rule, autograd),
         what=what,
+        shown=(getattr(answer, "__name__", None) or what or answer_name(), args, {}),
     )
 
 

@@ -145,17 +145,3 @@ globals().update(
 def test_other_correct_answers_pass(exercise_id, answer, home):
     """Equivalent formulations (np.array_split, rounding sqrt(n), a tuple) pass too."""
     assert_passes(exercise_id, answer, seeds=20)
-
-
-def test_references_are_watched_once_loaded_and_never_imported_to_watch():
-    """call_refusing_loaded skips modules nobody loaded and refuses loaded ones by behaviour."""
-    from backprop_course import distributed
-    from backprop_course.compare import Wrong
-    from backprop_course.exercises.loaded_rules import call_refusing_loaded
-
-    # never imported (it does not even exist): not watched, so not imported either
-    assert call_refusing_loaded(lambda: 1, forbid=("backprop_course.no_such_module.f",)) == 1
-    with pytest.raises(Wrong, match=r"backprop_course\.distributed\.shard_rows"):
-        call_refusing_loaded(
-            lambda: distributed.shard_rows(4, 0, 2), forbid=("backprop_course.distributed",)
-        )

@@ -148,3 +148,34 @@ def test_enforce_lets_other_errors_through():
     assert "ValueError" in str(error.value) and BY_HAND not in str(error.value)
     with enforce():
         pass  # nothing forbidden: nothing happens
+
+
+def test_modules_are_watched_only_once_loaded():
+    """A forbidden module nobody loaded is not imported to watch it; a loaded one is watched."""
+    from backprop_course import distributed
+
+    assert call_under_rules(lambda: 1, forbid=("backprop_course.no_such_module.f",)) == 1
+    with pytest.raises(Wrong, match=r"backprop_course\.distributed\.shard_rows"):
+        call_under_rules(
+            lambda: distributed.shard_rows(4, 0, 2), forbid=("backprop_course.distributed",)
+        )
+
+
+def test_importing_torch_inside_the_answer_is_refused_when_torch_is_not_loaded():
+    """In a process without torch, an answer that imports it to differentiate breaks the rule."""
+    import subprocess
+    import sys
+
+    code = (
+        "from backprop_course.rules import call_under_rules\n"
+        "from backprop_course.compare import Wrong\n"
+        "def sneaky(x):\n"
+        "    import torch\n"
+        "    return x\n"
+        "try:\n"
+        "    call_under_rules(sneaky, 1.0, autograd=True)\n"
+        "except Wrong as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "the answer imported torch" in done.stdout, done.stdout + done.stderr

@@ -20,8 +20,7 @@ from backprop_course.compare import (
     is_stub,
 )
 from backprop_course.exercises import exercise
-from backprop_course.exercises.loaded_rules import call_refusing_loaded
-from backprop_course.rules import refuse_reference
+from backprop_course.rules import call_under_rules, refuse_reference
 
 # Each exercise asks for an update rule or a schedule written out: the package's optimizers
 # and schedules (backprop_course.optim), torch's, and this module's own references are the
@@ -41,7 +40,7 @@ def _call(answer, *args):
     """The learner's function, with the package's and torch's optimizers refused."""
     refuse_reference(answer, ("backprop_course.optim.warmup_cosine",))
     # watched where loaded: these numpy checks need not import torch
-    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
+    return call_under_rules(answer, *args, forbid=FORBIDDEN)
 
 
 def _shape(rng):

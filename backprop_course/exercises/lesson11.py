@@ -20,7 +20,7 @@ from backprop_course.compare import (
     is_stub,
 )
 from backprop_course.exercises import exercise
-from backprop_course.exercises.loaded_rules import call_refusing_loaded
+from backprop_course.rules import call_under_rules
 
 # Each exercise is a piece of arithmetic that the package (backprop_course.gpt) or torch
 # already does: those, and this module's own references, are refused as answers.
@@ -41,7 +41,7 @@ FORBIDDEN = (
 def _call(answer, *args):
     """The learner's function, with the package's and torch's ready-made versions refused."""
     # watched where loaded: the gpt modules and torch take seconds to import
-    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
+    return call_under_rules(answer, *args, forbid=FORBIDDEN)
 
 
 # ---------------------------------------------------------------- helpers

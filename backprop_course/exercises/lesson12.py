@@ -12,7 +12,7 @@ import numpy as np
 
 from backprop_course.compare import Wrong, as_array, assert_close
 from backprop_course.exercises import exercise
-from backprop_course.exercises.loaded_rules import call_refusing_loaded
+from backprop_course.rules import call_under_rules
 
 # The package's data-parallel helpers (shard_rows, ring_allreduce_bytes,
 # combined_batch_gradient...) and this module's references answer these exercises.
@@ -22,7 +22,7 @@ FORBIDDEN = ("backprop_course.distributed", "backprop_course.exercises.lesson12"
 def call(answer, *args):
     """The learner's function, with the package's own answers refused."""
     # watched where loaded: backprop_course.distributed imports torch
-    return call_refusing_loaded(answer, *args, forbid=FORBIDDEN)
+    return call_under_rules(answer, *args, forbid=FORBIDDEN)
 
 
 def _as_list(got, count: int, what: str, where: str) -> list:
