@@ -288,8 +288,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"  {key:<14} {value}")
     if result.get("micrograd_ms") is None and args.which == "autograd":
         print(
-            '  (micrograd is not installed: pip install "backprop-course[bench]" to time it '
-            "side by side)"
+            "  (micrograd is not installed: pip install micrograd==0.1.0, or from a clone "
+            'pip install -e ".[bench]", to time it side by side)'
         )
     return 0
 

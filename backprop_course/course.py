@@ -43,7 +43,7 @@ __all__ = [
 
 PARTS = ("notebooks", "exercises", "solutions")
 MANIFEST = "manifest.json"  # inside the folder's .backprop_course/
-LEGACY_MANIFEST = ".backprop_course_manifest.json"  # before 0.2: byte digests, in the folder
+LEGACY_MANIFEST = ".backprop_course_manifest.json"  # older starts: byte digests, in the folder
 MANIFEST_FORMAT = 2
 _PACKAGE = Path(__file__).resolve().parent
 
