@@ -379,8 +379,7 @@ def saved_widget_state(notebook: Path) -> dict:
 
 
 def test_lesson00_feedback_hints_and_progress_as_a_learner_sees_them(lab, page):
-    """Lesson 00 in the default UI (no news pop-up): check() says FAIL and why, with a folded
-    hint; progress lands in the course folder; Restart Kernel and Run All shows hint 1 again."""
+    """Lesson 00 as a learner sees it: feedback, no news pop-up, hint 1 after a restart."""
     with screenshot_on_failure(page, lab, "00_welcome"):
         # What a learner does after `start --no-browser`: open the address it printed.
         printed = "/lab/tree/notebooks/00_welcome.ipynb?token="
@@ -435,8 +434,7 @@ def test_lesson00_feedback_hints_and_progress_as_a_learner_sees_them(lab, page):
 def test_explorer_redraws_and_shows_its_picture_when_reopened(
     lab, page, browser, notebook, slider, call
 ):
-    """The explorer redraws when a slider moves; autosave keeps its widget state, so after a
-    kernel shutdown the reopened notebook still shows its picture."""
+    """The explorer redraws on a slider move and shows its picture when reopened."""
     path = f"notebooks/{notebook}.ipynb"
     with screenshot_on_failure(page, lab, notebook):
         open_and_run_all(page, lab, path)
@@ -483,8 +481,7 @@ def test_explorer_redraws_and_shows_its_picture_when_reopened(
 
 
 def test_start_again_finds_the_running_server_and_keeps_the_lessons(lab):
-    """A second start on the served folder prints that server's address instead of starting
-    another; start --copy-only after lessons were opened and autosaved writes no .new.ipynb."""
+    """A second start prints the running server; --copy-only writes no .new.ipynb."""
     again = lab.run_start("--no-browser")
     assert again.returncode == 0, again.stdout + again.stderr
     address = f":{lab.port}/lab/tree/notebooks/00_welcome.ipynb?token={lab.token}"

@@ -165,8 +165,7 @@ def exercises_hints(exercise_id):
 
 
 def test_check_in_a_course_folder_records_there(tmp_path, monkeypatch, capsys):
-    """From a notebook inside a folder made by start, progress goes to that folder's store;
-    elsewhere to the user store, ~/.backprop_course."""
+    """check() in a folder made by start records there; elsewhere in ~/.backprop_course."""
     from backprop_course import settings
 
     monkeypatch.delenv(settings.HOME_VARIABLE)

@@ -158,8 +158,7 @@ def _setting(base: str, plugin: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_start_serves_the_course_and_stops_with_its_pid(tmp_path):
-    """start serves the copied course with its settings overrides; `kill PID` of start stops
-    JupyterLab and its kernels, leaving no process behind."""
+    """start serves the course with its overrides; `kill PID` leaves no server or kernel."""
     port = free_port()
     env = {
         **os.environ,
@@ -296,8 +295,7 @@ def test_start_help_covers_every_option_and_bad_input(capsys):
 
 
 def test_start_passes_options_to_jupyterlab(tmp_path, monkeypatch, capsys):
-    """--no-browser and --port reach JupyterLab, which opens lesson 00 of the copied course
-    with the course's settings overrides (widget state saved, no news) on its config path."""
+    """--no-browser, --port, lesson 00 and the course's settings overrides reach JupyterLab."""
 
     from backprop_course import lab
 
@@ -446,8 +444,7 @@ def test_start_writes_the_release_beside_only_when_it_changed(tmp_path, capsys):
 
 
 def test_start_upgrades_a_folder_from_an_older_start(tmp_path, home, capsys):
-    """A folder from before the cell-based manifest: autosave noise is not an edit, a real
-    edit is kept without a copy beside it, and the user's progress moves into the folder."""
+    """An older start's folder: noise is no edit, edits stay, user progress moves in."""
     from backprop_course import settings
     from backprop_course.course import LEGACY_MANIFEST
     from backprop_course.progress import ProgressStore
