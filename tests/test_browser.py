@@ -458,6 +458,13 @@ def test_explorer_redraws_and_shows_its_picture_when_reopened(
         bring_into_view(page, page.locator(".jp-Cell", has=explorer))
         screenshot(page, f"{notebook}_explorer_after")
         saved_widget_state(lab.course / path)  # autosave, with the course's saveState on
+        # The same output also holds the starting picture as a plain PNG (GitHub, nbviewer).
+        saved = json.loads((lab.course / path).read_text(encoding="utf-8"))
+        outputs = [o for c in saved["cells"] if call in "".join(c["source"]) for o in c["outputs"]]
+        assert any(
+            {"image/png", "application/vnd.jupyter.widget-view+json"} <= set(o.get("data", {}))
+            for o in outputs
+        ), f"{path}: the explorer's output has no static PNG beside the widget"
     page.close()
     lab.stop_kernels()  # the reopened notebook gets a new kernel that knows no widget
 
