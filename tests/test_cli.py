@@ -508,3 +508,23 @@ def test_version_comes_from_the_package_metadata(capsys):
     assert capsys.readouterr().out.strip() == f"backprop-course {installed}"
     source = (ROOT / "backprop_course" / "__init__.py").read_text()
     assert installed not in source
+
+
+def test_progress_reads_the_course_folder_store(tmp_path, monkeypatch, capsys):
+    """progress shows the store of the course folder given, or of ./backprop-course-work."""
+    from backprop_course import settings
+    from backprop_course.progress import ProgressStore
+
+    monkeypatch.delenv(settings.HOME_VARIABLE)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["start", "--copy-only"]) == 0  # ./backprop-course-work
+    store = tmp_path / "backprop-course-work" / ".backprop_course" / "progress.json"
+    ProgressStore(store).record_attempt("00.slope", passed=True, points=1)
+    capsys.readouterr()
+    for argv in (["progress"], ["progress", "backprop-course-work"]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "No exercise passed yet" not in out and str(store.resolve()) in out
+    assert main(["progress", str(tmp_path / "user")]) == 2
+    assert "not a course folder" in capsys.readouterr().err
