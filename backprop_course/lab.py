@@ -24,6 +24,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 __all__ = ["LAB_OVERRIDES", "course_env", "launch", "running_server", "server_url"]
@@ -59,6 +61,22 @@ def course_env(state: Path, environ: dict[str, str] | None = None) -> dict[str, 
     return env
 
 
+def _answers(info: dict) -> bool:
+    """True when the server of ``info`` answers on its URL (a killed server's runtime file
+    can outlive it, and its process number can be reused)."""
+    if info.get("sock") or info.get("secure"):
+        return True  # a socket or TLS server: trust its runtime file
+    headers = {"Authorization": f"token {info['token']}"} if info.get("token") else {}
+    request = urllib.request.Request(info["url"].rstrip("/") + "/api/status", headers=headers)
+    try:
+        urllib.request.urlopen(request, timeout=15).close()
+    except urllib.error.HTTPError:
+        return True  # it answered, if only to refuse
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def running_server(folder: Path) -> dict | None:
     """The info of a running Jupyter server whose root folder is ``folder``, or None."""
     from jupyter_server.serverapp import list_running_servers
@@ -66,7 +84,7 @@ def running_server(folder: Path) -> dict | None:
     folder = Path(folder).resolve()
     for info in list_running_servers():
         try:
-            if Path(info.get("root_dir", "")).resolve() == folder:
+            if Path(info.get("root_dir", "")).resolve() == folder and _answers(info):
                 return info
         except OSError:
             continue

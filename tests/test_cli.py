@@ -528,3 +528,20 @@ def test_progress_reads_the_course_folder_store(tmp_path, monkeypatch, capsys):
         assert "No exercise passed yet" not in out and str(store.resolve()) in out
     assert main(["progress", str(tmp_path / "user")]) == 2
     assert "not a course folder" in capsys.readouterr().err
+
+
+def test_a_dead_servers_runtime_file_is_not_a_running_server(tmp_path, monkeypatch):
+    """A runtime file whose server no longer answers (a reused pid) does not stop a start."""
+    from backprop_course import lab
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    info = {
+        "pid": os.getpid(),  # alive, but not a Jupyter server
+        "root_dir": str(tmp_path / "course"),
+        "url": f"http://127.0.0.1:{free_port()}/",
+        "token": "t",
+    }
+    (runtime / f"jpserver-{os.getpid()}.json").write_text(json.dumps(info))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    assert lab.running_server(tmp_path / "course") is None
