@@ -121,7 +121,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         if running:
             print(f"JupyterLab already serves it: {lab.server_url(running, FIRST_LESSON)}")
         else:
-            print(f"open it with: cd {target} && jupyter lab {FIRST_LESSON}")
+            print(
+                f"open it with: backprop-course start {target} (the course's own JupyterLab "
+                f"settings), or: cd {target} && jupyter lab {FIRST_LESSON}"
+            )
         return 0
     # root_dir is the whole course folder; without it Jupyter serves only notebooks/.
     # The browser opens lesson 00 (the file argument), and so does the URL JupyterLab
