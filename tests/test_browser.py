@@ -155,15 +155,17 @@ class Lab:
         return f"{self.url}/api/{path}?token={self.token}"
 
     def stop_kernels(self) -> None:
-        """Shut down every kernel, so the next test starts on a quiet machine."""
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(self.api("kernels"), timeout=60) as response:
-                kernels = json.load(response)
-            for kernel in kernels:
-                request = urllib.request.Request(
-                    self.api(f"kernels/{kernel['id']}"), method="DELETE"
-                )
-                urllib.request.urlopen(request, timeout=60).close()
+        """Close every notebook session and shut down every kernel, so that the next test
+        starts on a quiet machine and a notebook opened again gets a new session."""
+        for kind in ("sessions", "kernels"):
+            with contextlib.suppress(OSError, ValueError):
+                with urllib.request.urlopen(self.api(kind), timeout=60) as response:
+                    items = json.load(response)
+                for item in items:
+                    request = urllib.request.Request(
+                        self.api(f"{kind}/{item['id']}"), method="DELETE"
+                    )
+                    urllib.request.urlopen(request, timeout=60).close()
 
     def run_start(self, *options: str) -> subprocess.CompletedProcess:
         """Run ``backprop-course start`` on this course folder again, as a learner would."""
@@ -460,7 +462,8 @@ def test_explorer_redraws_and_shows_its_picture_when_reopened(
         saved_widget_state(lab.course / path)  # autosave, with the course's saveState on
         # The same output also holds the starting picture as a plain PNG (GitHub, nbviewer).
         saved = json.loads((lab.course / path).read_text(encoding="utf-8"))
-        outputs = [o for c in saved["cells"] if call in "".join(c["source"]) for o in c["outputs"]]
+        code = [c for c in saved["cells"] if c["cell_type"] == "code"]
+        outputs = [o for c in code if call in "".join(c["source"]) for o in c["outputs"]]
         assert any(
             {"image/png", "application/vnd.jupyter.widget-view+json"} <= set(o.get("data", {}))
             for o in outputs
@@ -475,6 +478,7 @@ def test_explorer_redraws_and_shows_its_picture_when_reopened(
             cell = reopened.locator(
                 ".jp-CodeCell", has=reopened.locator(".jp-InputArea", has_text=call)
             ).first
+            bring_into_view(reopened, cell)  # scrolled to, as a learner would
             picture = cell.locator(".widget-output img").first  # the widget, from saved state
             expect(picture).to_be_visible(timeout=UI_TIMEOUT_MS)
             expect(picture).to_have_attribute(
