@@ -19,6 +19,11 @@ state, as ``backprop-course start`` sets it to) and, in the same output, a stati
 PNG of that picture (``image/png`` beside the widget view). JupyterLab shows the
 widget; a viewer without widgets (GitHub, nbviewer, a notebook reopened without
 its widget state) shows the PNG, so the lesson's picture is never missing.
+
+A known JupyterLab widget-manager limitation (jupyter-widgets/ipywidgets#3888, fix
+proposed in #4015): a notebook reopened on a new kernel shows its saved widgets, but
+saving it again before its cells are rerun drops that saved state. Rerunning the
+explorer's cell (as every lesson does from the top) saves it again.
 """
 
 from __future__ import annotations

@@ -358,21 +358,34 @@ def open_and_run_all(page, lab: Lab, path: str, url: str | None = None) -> None:
     wait_until_all_cells_ran(page, path)
 
 
-def saved_widget_state(notebook: Path) -> dict:
-    """The widget state JupyterLab saved in the notebook file, waited for (autosave)."""
+def _saved_picture(notebook: Path) -> bool:
+    """True when the notebook file holds widget state with an explorer's picture."""
+    try:
+        metadata = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]
+    except (OSError, ValueError, KeyError):
+        return False
+    state = metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json") or {}
+    return any(
+        model.get("model_name") == "OutputModel"
+        and any("image/png" in o.get("data", {}) for o in model["state"].get("outputs", []))
+        for model in state.get("state", {}).values()
+    )
+
+
+def wait_for_saved_picture(page, notebook: Path) -> None:
+    """Wait until JupyterLab has saved the explorer's widget state into the notebook file.
+
+    Autosave comes first. But a widget's own changes do not mark a notebook as changed, so
+    when the explorer is the last cell that ran (lesson 07), the last autosave may predate
+    its widgets settling; then the learner's File > Save Notebook saves it.
+    """
+    deadline = time.monotonic() + 6 * AUTOSAVE_S
+    while not _saved_picture(notebook) and time.monotonic() < deadline:
+        time.sleep(1)
+    if not _saved_picture(notebook):
+        run_menu_command(page, "File", "docmanager:save")
     deadline = time.monotonic() + SAVE_TIMEOUT_S
-    while True:
-        with contextlib.suppress(OSError, ValueError):
-            metadata = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]
-            state = metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json")
-            pictures = [
-                model
-                for model in (state or {}).get("state", {}).values()
-                if model.get("model_name") == "OutputModel"
-                and any("image/png" in o.get("data", {}) for o in model["state"].get("outputs", []))
-            ]
-            if pictures:
-                return state
+    while not _saved_picture(notebook):
         assert time.monotonic() < deadline, (
             f"{notebook.name}: no widget state with the explorer's picture was saved "
             f"within {SAVE_TIMEOUT_S} s"
@@ -459,7 +472,7 @@ def test_explorer_redraws_and_shows_its_picture_when_reopened(
         expect(image).not_to_have_attribute("src", before, timeout=UI_TIMEOUT_MS)
         bring_into_view(page, page.locator(".jp-Cell", has=explorer))
         screenshot(page, f"{notebook}_explorer_after")
-        saved_widget_state(lab.course / path)  # autosave, with the course's saveState on
+        wait_for_saved_picture(page, lab.course / path)  # the course's saveState at work
         # The same output also holds the starting picture as a plain PNG (GitHub, nbviewer).
         saved = json.loads((lab.course / path).read_text(encoding="utf-8"))
         code = [c for c in saved["cells"] if c["cell_type"] == "code"]
