@@ -358,21 +358,38 @@ def open_and_run_all(page, lab: Lab, path: str, url: str | None = None) -> None:
     wait_until_all_cells_ran(page, path)
 
 
-def _saved_picture(notebook: Path) -> bool:
-    """True when the notebook file holds widget state with an explorer's picture."""
+def _saved_picture(notebook: Path, call: str) -> bool:
+    """True when the notebook file holds the whole widget state of the explorer made by
+    ``call``: its widget, every widget that one refers to, and a picture in its output."""
     try:
-        metadata = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]
-    except (OSError, ValueError, KeyError):
+        saved = json.loads(notebook.read_text(encoding="utf-8"))
+        state = saved["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        (view,) = [
+            output["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+            for cell in saved["cells"]
+            if cell["cell_type"] == "code" and call in "".join(cell["source"])
+            for output in cell["outputs"]
+            if "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    state = metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json") or {}
+    seen, todo = set(), [view]
+    while todo:  # the explorer's widget and everything it refers to must be saved
+        model_id = todo.pop()
+        if model_id in seen:
+            continue
+        if model_id not in state:
+            return False
+        seen.add(model_id)
+        todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model_id]["state"]))
     return any(
-        model.get("model_name") == "OutputModel"
-        and any("image/png" in o.get("data", {}) for o in model["state"].get("outputs", []))
-        for model in state.get("state", {}).values()
+        state[m].get("model_name") == "OutputModel"
+        and any("image/png" in o.get("data", {}) for o in state[m]["state"].get("outputs", []))
+        for m in seen
     )
 
 
-def wait_for_saved_picture(page, notebook: Path) -> None:
+def wait_for_saved_picture(page, notebook: Path, call: str) -> None:
     """Wait until JupyterLab has saved the explorer's widget state into the notebook file.
 
     Autosave comes first. But a widget's own changes do not mark a notebook as changed, so
@@ -380,12 +397,12 @@ def wait_for_saved_picture(page, notebook: Path) -> None:
     its widgets settling; then the learner's File > Save Notebook saves it.
     """
     deadline = time.monotonic() + 6 * AUTOSAVE_S
-    while not _saved_picture(notebook) and time.monotonic() < deadline:
+    while not _saved_picture(notebook, call) and time.monotonic() < deadline:
         time.sleep(1)
-    if not _saved_picture(notebook):
+    if not _saved_picture(notebook, call):
         run_menu_command(page, "File", "docmanager:save")
     deadline = time.monotonic() + SAVE_TIMEOUT_S
-    while not _saved_picture(notebook):
+    while not _saved_picture(notebook, call):
         assert time.monotonic() < deadline, (
             f"{notebook.name}: no widget state with the explorer's picture was saved "
             f"within {SAVE_TIMEOUT_S} s"
@@ -472,7 +489,7 @@ def test_explorer_redraws_and_shows_its_picture_when_reopened(
         expect(image).not_to_have_attribute("src", before, timeout=UI_TIMEOUT_MS)
         bring_into_view(page, page.locator(".jp-Cell", has=explorer))
         screenshot(page, f"{notebook}_explorer_after")
-        wait_for_saved_picture(page, lab.course / path)  # the course's saveState at work
+        wait_for_saved_picture(page, lab.course / path, call)  # the course's saveState at work
         # The same output also holds the starting picture as a plain PNG (GitHub, nbviewer).
         saved = json.loads((lab.course / path).read_text(encoding="utf-8"))
         code = [c for c in saved["cells"] if c["cell_type"] == "code"]
