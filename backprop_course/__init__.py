@@ -9,8 +9,13 @@ In a notebook::
     progress()                                          # points per lesson
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from backprop_course.checking import check, evaluate, hint, progress
 
-__version__ = "0.1.0"
+try:  # the one place the version is written is pyproject.toml
+    __version__ = version("backprop-course")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["__version__", "check", "evaluate", "hint", "progress"]

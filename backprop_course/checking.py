@@ -8,6 +8,7 @@ showing or recording anything, for tests and the grader.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -181,10 +182,9 @@ def check(exercise_id: Any = _MISSING, answer: Any = _MISSING, *args: Any, **kwa
         try:
             if result.status != NOT_ATTEMPTED:
                 store.record_attempt(result.exercise_id, passed=result.passed, points=result.points)
-            shown = store.hints_shown(result.exercise_id)
         except OSError as error:
             print(f"(progress not saved: {error})")
-            shown = 0
+        shown = _SESSION_HINTS.get(_session_key(result.exercise_id), 0)
         ex = exercises.get(result.exercise_id)
         nxt = ex.hints[shown] if shown < len(ex.hints) else None
         result = dataclasses.replace(result, next_hint=nxt, hint_number=shown + 1 if nxt else 0)
@@ -250,19 +250,32 @@ class Hint:
         )
 
 
+# Hints revealed in this process, that is this kernel session, keyed by (progress store,
+# exercise id). A restarted kernel ("Restart Kernel and Run All") starts again at hint 1,
+# as the lesson text expects; passes persist in the store.
+_SESSION_HINTS: dict[tuple[str, str], int] = {}
+
+
+def _session_key(exercise_id: str) -> tuple[str, str]:
+    return (str(settings.progress_path()), exercise_id)
+
+
 def hint(exercise_id: str) -> None:
-    """Reveal the next hint for an exercise (each call shows one more)."""
+    """Reveal the next hint for an exercise (each call shows one more, in this session)."""
     try:
         ex = exercises.get(exercise_id)
     except KeyError as error:
         _show(f"hint: {error.args[0]}")
         return
-    store = ProgressStore.default()
-    try:
-        shown = store.reveal_hint(ex.id, len(ex.hints))
-    except OSError:
-        shown = 1
-    number = max(shown, 1)
+    if not ex.hints:
+        _show(f"hint: {ex.id} has no hints; the lesson notebook works through the idea.")
+        return
+    key = _session_key(ex.id)
+    number = min(_SESSION_HINTS.get(key, 0) + 1, len(ex.hints))
+    _SESSION_HINTS[key] = number
+    if settings.recording_enabled():
+        with contextlib.suppress(OSError):  # a hint is shown even if it cannot be recorded
+            ProgressStore.default().record_hint(ex.id, number)
     text = ex.hints[number - 1]
     if number == len(ex.hints):
         text += "  (That was the last hint; the lesson notebook works through the idea.)"

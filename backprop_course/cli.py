@@ -12,7 +12,6 @@ import importlib.metadata
 import os
 import platform
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,10 +48,60 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _already_serving(target: Path) -> dict | None:
+    """The running Jupyter server whose root is ``target``, if any (never raises)."""
+    from backprop_course import lab
+
+    try:
+        return lab.running_server(target)
+    except Exception:  # no jupyter_server, an unreadable runtime folder: just start one
+        return None
+
+
+def _print_copy_report(target: Path, report) -> None:
+    print(f"course folder: {target}")
+    counts = (
+        f"  {len(report.copied)} copied, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged"
+    )
+    if report.edited or report.kept_with_new_beside:
+        counts += f", {len(report.edited) + len(report.kept_with_new_beside)} edited by you"
+    print(counts)
+    for name in report.updated:
+        print(f"  updated {name} (you had not edited it): {report.changes[name]}")
+    for name in report.kept_with_new_beside:
+        print(
+            f"  kept your edited {name}; the new release ({report.changes[name]}) is beside "
+            f"it as {name.removesuffix('.ipynb')}.new.ipynb"
+        )
+    for name in report.stale_removed:
+        print(f"  removed {name}: an older start left it there, and it equals the release")
+    if report.progress_copied_from:
+        print(
+            f"  your progress so far ({report.progress_copied_from}) is now kept in this "
+            "folder, in .backprop_course/progress.json"
+        )
+
+
 def cmd_start(args: argparse.Namespace) -> int:
+    from backprop_course import lab, settings
     from backprop_course.course import copy_course
 
     target = Path(args.dir).expanduser().resolve()
+    running = _already_serving(target)
+    if running and not args.copy_only:
+        url = lab.server_url(running, FIRST_LESSON)
+        print(f"JupyterLab already serves {target} (process {running.get('pid')}); open:")
+        print(f"  {url}")
+        print(
+            "To update the course files, stop that server (Ctrl+C twice in its terminal, "
+            f"or kill {running.get('pid')}) and run start again."
+        )
+        if not args.no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        return 0
     if args.port is not None and not _port_free(args.port):
         raise UsageError(
             f"port {args.port} is already in use; choose another with --port, "
@@ -76,18 +125,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         ) from error
     except OSError as error:
         raise UsageError(f"cannot copy the course into {target}: {error}") from error
-    print(f"course folder: {target}")
-    print(
-        f"  {len(report.copied)} copied, {len(report.updated)} updated, "
-        f"{len(report.unchanged)} unchanged"
-    )
-    for name in report.kept_with_new_beside:
-        print(
-            f"  kept your edited {name}; the new release is beside it as "
-            f"{name.removesuffix('.ipynb')}.new.ipynb"
-        )
+    _print_copy_report(target, report)
     if args.copy_only:
-        print(f"open it with: cd {target} && jupyter lab {FIRST_LESSON}")
+        if running:
+            print(f"JupyterLab already serves it: {lab.server_url(running, FIRST_LESSON)}")
+        else:
+            print(
+                f"open it with: backprop-course start {target} (the course's own JupyterLab "
+                f"settings), or: cd {target} && jupyter lab {FIRST_LESSON}"
+            )
         return 0
     # root_dir is the whole course folder; without it Jupyter serves only notebooks/.
     # The browser opens lesson 00 (the file argument), and so does the URL JupyterLab
@@ -109,11 +155,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         # Containers and CI machines often run as root; JupyterLab refuses without this.
         print("note: running as root, so JupyterLab is started with --allow-root")
         command.append("--allow-root")
-    print("starting JupyterLab (Ctrl+C to stop):", " ".join(command[2:]))
-    try:
-        return subprocess.call(command, cwd=target)
-    except KeyboardInterrupt:
-        return 0
+    # The course's own settings (widget state saved, no news pop-up) for this server only.
+    env = lab.course_env(target / settings.STATE_FOLDER)
+    print(
+        f"starting JupyterLab; stop it with Ctrl+C twice, or kill {os.getpid()}:",
+        " ".join(command[2:]),
+    )
+    return lab.launch(command, env, target)
 
 
 # ---------------------------------------------------------------- doctor
@@ -214,9 +262,19 @@ def cmd_release(args: argparse.Namespace) -> int:
 def cmd_progress(args: argparse.Namespace) -> int:
     from backprop_course import settings
     from backprop_course.checking import ProgressReport
+    from backprop_course.progress import ProgressStore
 
-    print(ProgressReport.collect())
-    print(f"(from {settings.progress_path()})")
+    if args.dir is not None:
+        folder = Path(args.dir).expanduser()
+        if not settings.is_course_folder(folder):
+            raise UsageError(f"{folder} is not a course folder made by `backprop-course start`")
+    elif settings.course_folder() is None and settings.is_course_folder(Path(DEFAULT_WORKDIR)):
+        folder = Path(DEFAULT_WORKDIR)  # run from where `start` was run
+    else:
+        folder = Path.cwd()
+    path = settings.progress_path(folder)
+    print(ProgressReport.collect(ProgressStore(path)))
+    print(f"(from {path})")
     return 0
 
 
@@ -248,8 +306,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"  {key:<14} {value}")
     if result.get("micrograd_ms") is None and args.which == "autograd":
         print(
-            '  (micrograd is not installed: pip install "backprop-course[bench]" to time it '
-            "side by side)"
+            "  (micrograd is not installed: pip install micrograd==0.1.0, or from a clone "
+            'pip install -e ".[bench]", to time it side by side)'
         )
     return 0
 
@@ -299,19 +357,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backprop-course",
         description="A Jupyter course on backpropagation: open it, check your setup, "
-        "track progress, and (for instructors) release exercises.",
+        "track progress, and (for instructors) release and grade exercises.",
+        epilog="New here? `backprop-course start` opens the course; "
+        "`backprop-course COMMAND --help` explains a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     start = sub.add_parser(
         "start",
         help="copy the course into a folder and open JupyterLab on lesson 00",
         description="Copy the lessons (notebooks/) and exercises (exercises/) into DIR and\n"
         "open JupyterLab there on lesson 00. Running it again updates notebooks you\n"
-        "have not changed and never overwrites one you have: the newer release is\n"
-        "written beside it as NN_topic.new.ipynb. Solved exercises are copied only\n"
-        "with --with-solutions.",
+        "have not edited and never overwrites one you have; when the release changed\n"
+        "under an edited notebook, it is written beside it as NN_topic.new.ipynb.\n"
+        "Only cell sources count as edits: running, saving or autosaving a notebook\n"
+        "does not. Solved exercises are copied only with --with-solutions.",
         epilog=START_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -335,10 +396,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start.set_defaults(func=cmd_start)
 
-    doctor = sub.add_parser("doctor", help="report versions, the device found and anything missing")
+    doctor = sub.add_parser(
+        "doctor",
+        help="report versions, the device found and anything missing",
+        description="Check this machine for the course: Python, package and torch versions, "
+        "the device found (CUDA, MPS or CPU), the course files and the progress store; "
+        "exits 1 and lists what to fix when something is missing.",
+    )
     doctor.set_defaults(func=cmd_doctor)
 
-    release = sub.add_parser("release", help="regenerate exercises/ from solutions/")
+    release = sub.add_parser(
+        "release",
+        help="regenerate exercises/ from solutions/",
+        description="Regenerate the exercise notebooks (exercises/) from the solved ones "
+        "(solutions/): each solution region becomes a stub that check() reports as not "
+        "attempted. With --check, change nothing and exit 1 if exercises/ is out of date.",
+    )
     release.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if exercises/ is out of date"
     )
@@ -349,7 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     release.set_defaults(func=cmd_release)
 
-    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark and print its figures",
+        description="Time the course's code against its reference on this machine: the "
+        "scalar engine against micrograd, the numpy MLP against torch, or the lesson-11 "
+        "GPT trained from scratch.",
+    )
     bench.add_argument(
         "which",
         choices=["autograd", "mlp", "gpt"],
@@ -376,8 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
         "progress",
         help="your exercise progress, per lesson",
         description="A table per lesson of the exercises passed and the points earned out of "
-        "the points possible, read from the progress store that check() writes to. In a "
+        "the points possible, read from the progress store that check() writes to: the "
+        "course folder's (.backprop_course/progress.json), outside one the user store. In a "
         "notebook, progress() shows the same table.",
+    )
+    progress.add_argument(
+        "dir",
+        nargs="?",
+        help="course folder (default: the one you are in, else ./"
+        f"{DEFAULT_WORKDIR}, else your user store ~/.backprop_course)",
     )
     progress.set_defaults(func=cmd_progress)
 
@@ -444,16 +530,22 @@ examples:
                                          serve on port 8899; open the printed URL yourself
   backprop-course start --copy-only      copy (or update) the notebooks, start nothing
 
-Your answers stay yours: a notebook you edited is never replaced. Your progress
-is kept outside the course folder (see `backprop-course doctor`), so a fresh
-folder keeps your points. If DIR is not writable, or the port is in use, start
-says so and stops: pick another folder or port (or leave --port out).
+Your answers stay yours: a notebook you edited is never replaced. Progress is
+kept in the course folder (DIR/.backprop_course/progress.json), so each course
+folder has its own. Stop JupyterLab with Ctrl+C twice, or by killing the process
+whose number start prints: its kernels stop with it. Run start again while the
+server still serves DIR and it prints that server's address instead of starting
+another. If DIR is not writable, or the port is in use, start says so and stops:
+pick another folder or port (or leave --port out).
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare `backprop-course`: say what it can do
+        parser.print_help()
+        return 0
     try:
         return args.func(args)
     except UsageError as error:

@@ -1,12 +1,13 @@
 """The learner's progress store: one small JSON file.
 
 It records, per exercise, whether it has been passed, the points earned, how
-many attempts were made and how many hints were revealed. Writes are atomic
+many attempts were made and the furthest hint revealed. Writes are atomic
 (write a temporary file, then rename), so a crash never leaves half a file; a
 damaged file is set aside with a warning rather than stopping a notebook.
 
-The file lives at :func:`backprop_course.settings.progress_path`
-(``$BACKPROP_COURSE_HOME/progress.json``).
+The file lives at :func:`backprop_course.settings.progress_path`: in the course
+folder that ``backprop-course start`` made, else in the user store
+(``~/.backprop_course/progress.json``, or ``$BACKPROP_COURSE_HOME/progress.json``).
 """
 
 from __future__ import annotations
@@ -109,11 +110,15 @@ class ProgressStore:
     def hints_shown(self, exercise_id: str) -> int:
         return int(self.entry(exercise_id).get("hints_shown", 0))
 
-    def reveal_hint(self, exercise_id: str, available: int) -> int:
-        """Count one more revealed hint (at most ``available``); return the new count."""
+    def record_hint(self, exercise_id: str, number: int) -> int:
+        """Note that hint ``number`` (1-based) was shown; keeps the furthest hint ever seen.
+
+        Which hint comes next is counted per kernel session by ``hint()``, not here, so a
+        restarted kernel begins again at hint 1.
+        """
 
         def change(record: dict) -> None:
-            record["hints_shown"] = min(record.get("hints_shown", 0) + 1, available)
+            record["hints_shown"] = max(record.get("hints_shown", 0), number)
 
         return int(self._update(exercise_id, change)["hints_shown"])
 

@@ -12,9 +12,24 @@ of a cell. Each draws its first picture when built, so it also works when nobody
 moves a slider (and under nbval). Every redraw is one PNG image in the widget's
 output; ``explorer.plotter.redraws`` counts them and ``explorer.plotter.figure`` is
 the last figure. IPython and ipywidgets are imported only when an explorer is built.
+
+Displayed, an explorer's cell output carries its starting picture twice over: the
+live widget (whose saved state holds the picture, when JupyterLab saves widget
+state, as ``backprop-course start`` sets it to) and, in the same output, a static
+PNG of that picture (``image/png`` beside the widget view). JupyterLab shows the
+widget; a viewer without widgets (GitHub, nbviewer, a notebook reopened without
+its widget state) shows the PNG, so the lesson's picture is never missing.
+
+A known JupyterLab widget-manager limitation (jupyter-widgets/ipywidgets#3888, fix
+proposed in #4015): a notebook reopened on a new kernel shows its saved widgets, but
+saving it again before its cells are rerun drops that saved state. Rerunning the
+explorer's cell (as every lesson does from the top) saves it again.
 """
 
 from __future__ import annotations
+
+import base64
+import functools
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -56,15 +71,49 @@ class _Plotter:
         self.redraws = 0
         self.figure = None
         self.result = None
+        self.first_png = None  # the starting picture, as PNG bytes
 
     def show(self, figsize, **controls):
         from IPython.display import Image, display
 
         fig = Figure(figsize=figsize, layout="constrained")
         self.result = self.draw(fig, **controls)
-        display(Image(data=_png(fig, tight=False), format="png"))
+        png = _png(fig, tight=False)
+        display(Image(data=png, format="png"))
+        if self.first_png is None:
+            self.first_png = png
         self.figure = fig
         self.redraws += 1
+
+
+@functools.cache
+def _explorer_class():
+    """``ipywidgets.interactive`` whose display also carries its starting picture as a PNG."""
+    import ipywidgets as w
+
+    class Explorer(w.interactive):
+        """An interactive plot; its output holds the widget and a PNG of its first picture."""
+
+        plotter: _Plotter
+        title = "explorer"
+
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs)
+            if bundle is not None and self.plotter.first_png is not None:
+                bundle["image/png"] = base64.b64encode(self.plotter.first_png).decode("ascii")
+                bundle["text/plain"] = (
+                    f"{self.title} (its starting picture; the sliders need a running kernel)"
+                )
+            return bundle
+
+    return Explorer
+
+
+def _explorer(redraw, plotter: _Plotter, title: str, controls: dict):
+    explorer = _explorer_class()(redraw, **controls)
+    explorer.plotter = plotter
+    explorer.title = title
+    return explorer
 
 
 # ---------------------------------------------------------------- gradient flow
@@ -187,9 +236,7 @@ def gradient_flow_explorer(
             value=init_scale, base=10, min=-1, max=1, step=0.05, description="init scale", **slider
         ),
     }
-    explorer = w.interactive(redraw, **controls)
-    explorer.plotter = plotter
-    return explorer
+    return _explorer(redraw, plotter, "Gradient-flow explorer", controls)
 
 
 # ---------------------------------------------------------------- optimizers
@@ -276,6 +323,4 @@ def learning_rate_explorer(
         ),
         "steps": w.IntSlider(value=steps, min=10, max=1000, step=10, description="steps", **slider),
     }
-    explorer = w.interactive(redraw, **controls)
-    explorer.plotter = plotter
-    return explorer
+    return _explorer(redraw, plotter, "Learning-rate explorer", controls)

@@ -138,6 +138,54 @@ def test_hints_are_progressive(home, capsys):
     assert ProgressStore.default().hints_shown("01.gradient") == 3
 
 
+def test_hints_restart_at_one_in_a_new_kernel_session(home, monkeypatch, capsys):
+    """A restarted kernel shows hint 1 again (and check() offers hint 1); passes persist."""
+    from backprop_course import checking
+
+    shown = []
+    monkeypatch.setattr(checking, "_show", shown.append)
+    hint("00.mean")
+    hint("00.mean")
+    check("00.slope", 3.0)
+    assert shown[1].number == 2
+    # What a kernel restart does: a new process, with nothing revealed in memory.
+    monkeypatch.setattr(checking, "_SESSION_HINTS", {})
+    check("00.mean", None)
+    assert shown[-1].hint_number == 1
+    hint("00.mean")
+    assert shown[-1].number == 1 and shown[-1].text == exercises_hints("00.mean")[0]
+    assert ProgressStore.default().entry("00.slope")["passed"] is True
+    assert ProgressStore.default().hints_shown("00.mean") == 2  # the furthest hint seen
+
+
+def exercises_hints(exercise_id):
+    from backprop_course import exercises
+
+    return exercises.get(exercise_id).hints
+
+
+def test_check_in_a_course_folder_records_there(tmp_path, monkeypatch, capsys):
+    """check() in a folder made by start records there; elsewhere in ~/.backprop_course."""
+    from backprop_course import settings
+
+    monkeypatch.delenv(settings.HOME_VARIABLE)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    course = tmp_path / "course"
+    (course / settings.STATE_FOLDER).mkdir(parents=True)
+    (course / settings.STATE_FOLDER / settings.COURSE_MARKER).write_text("{}")
+    (course / "exercises").mkdir()
+    monkeypatch.chdir(course / "exercises")  # a kernel runs in its notebook's folder
+    check("00.slope", 3.0)
+    store = course / settings.STATE_FOLDER / "progress.json"
+    assert json.loads(store.read_text())["exercises"]["00.slope"]["passed"] is True
+    assert not (tmp_path / "user" / ".backprop_course").exists()
+    monkeypatch.chdir(tmp_path)
+    check("00.mean", ...)
+    check("00.slope", 1.0)
+    user = tmp_path / "user" / ".backprop_course" / "progress.json"
+    assert json.loads(user.read_text())["exercises"]["00.slope"]["passed"] is False
+
+
 def test_hint_for_unknown_id(home, capsys):
     """hint() with a wrong id explains instead of raising."""
     hint("99.nothing")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -119,3 +121,38 @@ def test_learning_rate_explorer_builds_and_redraws():
     title = plotter.figure.axes[0].get_title()
     assert "bowl" in title and "0.3" in title
     assert len(plotter.figure.axes) >= 2  # path and f per step
+
+
+def _output_of(explorer) -> dict:
+    """The cell output Jupyter stores when ``explorer`` is a cell's last expression."""
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(explorer)
+    return {"output_type": "display_data", "data": data, "metadata": {}}
+
+
+def test_explorer_output_carries_its_starting_picture_as_png():
+    """Beside the widget view, the output holds a PNG of the first picture, kept after redraws."""
+    import base64
+
+    explorer = widgets.learning_rate_explorer(steps=20)
+    first = explorer.plotter.first_png
+    explorer.children[2].value = 0.01  # a redraw must not change the static picture
+    output = _output_of(explorer)
+    assert "application/vnd.jupyter.widget-view+json" in output["data"]
+    png = base64.b64decode(output["data"]["image/png"])
+    assert png.startswith(b"\x89PNG") and png == first and explorer.plotter.redraws == 2
+    assert "explorer" in output["data"]["text/plain"]
+
+
+def test_a_rendered_notebook_shows_the_explorer_picture():
+    """nbconvert HTML (nbviewer) shows the static PNG of an explorer saved without widget state."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    explorer = widgets.gradient_flow_explorer(depth=3, width=8)
+    cell = nbformat.v4.new_code_cell("gradient_flow_explorer()")
+    cell.outputs = [nbformat.from_dict(_output_of(explorer))]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    assert re.search(r'<img [^>]*src="data:image/png;base64,', html)
