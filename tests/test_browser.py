@@ -434,7 +434,7 @@ def test_lesson00_feedback_hints_and_progress_as_a_learner_sees_them(lab, page):
         expect(hint_text).not_to_be_empty(timeout=UI_TIMEOUT_MS)
         # The course's own settings, not this test, keep JupyterLab's news question away.
         expect(page.locator(NEWS_TOAST, has_text=NEWS_TEXT)).to_have_count(0, timeout=UI_TIMEOUT_MS)
-        bring_into_view(page, page.locator(".jp-Cell", has=feedback))
+        bring_into_view(page, page.locator(".jp-Cell", has=feedback).first)
         screenshot(page, "00_welcome_check_feedback")
         store = lab.course / settings.STATE_FOLDER / "progress.json"
         assert "00.slope" in json.loads(store.read_text(encoding="utf-8"))["exercises"]
@@ -448,10 +448,10 @@ def test_lesson00_feedback_hints_and_progress_as_a_learner_sees_them(lab, page):
         after = page.locator(".bpc-hint:not([data-before-restart])").first
         expect(after).to_contain_text("Hint 1/", timeout=RUN_ALL_TIMEOUT_MS)
         wait_until_all_cells_ran(page, "notebooks/00_welcome.ipynb")
-        bring_into_view(page, page.locator(".jp-Cell", has=after))
+        bring_into_view(page, page.locator(".jp-Cell", has=after).first)
         screenshot(page, "00_welcome_hint_after_restart")
         table = page.locator(".bpc-progress table").first
-        bring_into_view(page, page.locator(".jp-Cell", has=table))
+        bring_into_view(page, page.locator(".jp-Cell", has=table).first)
         expect(table).to_contain_text("exercises passed", timeout=UI_TIMEOUT_MS)
         screenshot(page, "00_welcome_progress")
 

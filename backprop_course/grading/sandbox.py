@@ -360,15 +360,18 @@ class Sandbox:
             if _version(info.version) >= (0, 8):  # no nested user namespace (bwrap 0.8+)
                 args += ["--disable-userns"]
         args += _system_binds()
+        # The private /tmp and home come first: the Python environment and the package
+        # may live below /tmp (a CI clone), and a tmpfs mounted later would hide them.
+        size = ["--size", str(TMPFS_BYTES)] if _version(info.version) >= (0, 6) else []
+        for folder in ("/tmp", HOME):
+            args += ["--perms", "1777", *size, "--tmpfs", folder]
         for path in _environment_paths():
             args += ["--ro-bind", path, path]
         args += ["--ro-bind", str(PACKAGE), str(PACKAGE)]
         for hidden in _hidden_inside(PACKAGE):
             args += ["--tmpfs", hidden, "--remount-ro", hidden]
         args += ["--proc", "/proc", "--dev", "/dev"]
-        size = ["--size", str(TMPFS_BYTES)] if _version(info.version) >= (0, 6) else []
-        for folder in ("/tmp", "/dev/shm", HOME):
-            args += ["--perms", "1777", *size, "--tmpfs", folder]
+        args += ["--perms", "1777", *size, "--tmpfs", "/dev/shm"]
         args += ["--ro-bind", str(private), str(private), "--bind", str(shared), str(shared)]
         for inside, outside in (files or {}).items():
             args += ["--ro-bind", str(outside), inside]
