@@ -175,6 +175,10 @@ def check(exercise_id: Any = _MISSING, answer: Any = _MISSING, *args: Any, **kwa
     if exercise_id is _MISSING or answer is _MISSING or args or kwargs:
         _show(_usage(exercise_id, answer, args, kwargs))
         return
+    if settings.grading_kernel():  # what counts is the grader's own check, on hidden inputs
+        name = repr(exercise_id) if isinstance(exercise_id, str) else "..."
+        print(f"check({name}, ...): not run here; the grader checks this answer itself")
+        return
     result = evaluate(exercise_id, answer)
     _log(result)
     if result.status != UNKNOWN and settings.recording_enabled():
@@ -390,4 +394,7 @@ class ProgressReport:
 
 def progress() -> None:
     """Show your progress: exercises passed and points, per lesson."""
+    if settings.grading_kernel():  # no progress is kept where the grader runs a notebook
+        print("progress(): not shown here; the grader's gradebook has the points")
+        return
     _show(ProgressReport.collect())

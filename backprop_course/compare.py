@@ -33,6 +33,7 @@ __all__ = [
     "assert_choice",
     "assert_close",
     "call",
+    "call_each",
     "check_gradients",
     "describe_exception",
     "distinct_sizes",
@@ -241,6 +242,24 @@ def run_probe(
         function.__name__ = getattr(probe, "__name__", "probe")
         return _invoke(function, (answer, *args), {}, what=what, shown=shown)
     return _invoke(probe, (answer, *args), {}, what=what, shown=shown)
+
+
+def call_each(answer: Any, calls: list[tuple]) -> list[Any]:
+    """A probe: ``answer(*args)`` for each ``args`` in ``calls``, in one go.
+
+    Returns the results up to the first call that raises (fewer results than calls
+    means that call raised: repeat it with :func:`call` to report it). Use it with
+    :func:`run_probe` or :func:`backprop_course.rules.probe_under_rules` when a check
+    evaluates the learner's function at many points: graded, that is one round trip
+    to the learner's kernel instead of one per point.
+    """
+    results = []
+    for args in calls:
+        try:
+            results.append(answer(*args))
+        except Exception:  # the check repeats this call to report the learner's error
+            break
+    return results
 
 
 def _float_dtype(value: Any) -> str | None:

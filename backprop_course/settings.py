@@ -27,6 +27,7 @@ HOME_VARIABLE = "BACKPROP_COURSE_HOME"
 TEST_MODE_VARIABLE = "BACKPROP_COURSE_TEST_MODE"
 NO_RECORD_VARIABLE = "BACKPROP_COURSE_NO_RECORD"
 CHECK_LOG_VARIABLE = "BACKPROP_COURSE_CHECK_LOG"
+GRADING_VARIABLE = "BACKPROP_COURSE_GRADING"
 
 # The state folder has the same name in a course folder and in the user's home.
 STATE_FOLDER = ".backprop_course"
@@ -80,6 +81,11 @@ def test_mode() -> bool:
 def recording_enabled() -> bool:
     """False when ``check()`` must not write progress (set by the grader)."""
     return not _flag(NO_RECORD_VARIABLE)
+
+
+def grading_kernel() -> bool:
+    """True in a kernel the grader runs: there ``check()`` only says that the grader checks."""
+    return _flag(GRADING_VARIABLE)
 
 
 def check_log() -> Path | None:

@@ -123,6 +123,25 @@ def test_no_record_mode(home, monkeypatch, capsys):
     assert not progress_path().exists()
 
 
+def test_in_a_grading_kernel_check_leaves_the_judging_to_the_grader(home, monkeypatch, capsys):
+    """In a kernel the grader runs (BACKPROP_COURSE_GRADING=1), check() evaluates nothing
+    (the grader checks each answer itself, on hidden inputs): it says so and never raises."""
+    monkeypatch.setenv("BACKPROP_COURSE_GRADING", "1")
+    monkeypatch.setenv("BACKPROP_COURSE_CHECK_LOG", str(home / "log.jsonl"))
+
+    def answer(*args):
+        raise AssertionError("check() must not call the answer here")
+
+    check("01.central_difference", answer)
+    check(object(), answer)
+    progress()
+    out = capsys.readouterr().out
+    assert "progress(): not shown here" in out
+    assert "check('01.central_difference', ...): not run here" in out
+    assert "the grader checks this answer itself" in out
+    assert not (home / "log.jsonl").exists() and not progress_path().exists()
+
+
 def test_hints_are_progressive(home, capsys):
     """Each hint() call reveals the next hint, then stays on the last."""
     for _ in range(4):

@@ -12,6 +12,7 @@ from backprop_course.compare import (
     assert_choice,
     assert_close,
     call,
+    call_each,
     check_gradients,
     distinct_sizes,
     expect_mapping,
@@ -188,3 +189,16 @@ def test_check_gradients_names_the_wrong_one():
     assert "dw is wrong" in str(error.value) and "dx is right" in str(error.value)
     with pytest.raises(Wrong, match="transposed"):
         check_gradients({"dx": np.ones((3, 2)), "dw": want["dw"]}, want)
+
+
+def test_call_each_returns_results_up_to_the_first_call_that_raises():
+    """call_each evaluates the answer at every point in one go and stops at the first error,
+    so the check can repeat that one call to report it."""
+
+    def answer(x):
+        if x == 3:
+            raise ValueError("three")
+        return x * 2
+
+    assert call_each(answer, [(0,), (1,), (2,)]) == [0, 2, 4]
+    assert call_each(answer, [(1,), (3,), (4,)]) == [2]

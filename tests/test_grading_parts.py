@@ -17,7 +17,7 @@ import torch
 from backprop_course import cli, grading
 from backprop_course.autograd import Value
 from backprop_course.compare import NotAttempted, Wrong, call, run_probe
-from backprop_course.grading import agent, codec, remote
+from backprop_course.grading import agent, batch, codec, remote
 from backprop_course.grading.discover import (
     InvalidNotebook,
     Released,
@@ -352,13 +352,13 @@ def test_results_that_do_not_fit_their_job_are_rejected(rows, reason):
     """A grading result with rows of another learner, an invented or repeated exercise,
     points out of range or a missing exercise is rejected (it becomes an error row)."""
     with pytest.raises(ValueError, match=reason):
-        grading._validate(_job(), {"records": rows, "notes": []})
+        batch._validate(_job(), {"records": rows, "notes": []})
     with pytest.raises(ValueError, match="not a grading result"):
-        grading._validate(_job(), [rows])
+        batch._validate(_job(), [rows])
 
 
 def test_a_result_that_fits_its_job_is_kept():
-    outcome = grading._validate(
+    outcome = batch._validate(
         _job(), {"records": [_row("00.slope", 1), _row("00.mean", 0, "wrong")], "notes": ["n"]}
     )
     assert [r.points for r in outcome.records] == [1, 0] and outcome.notes == ["n"]
@@ -423,7 +423,7 @@ def test_cli_no_sandbox_is_recorded_and_sandbox_missing_refuses(tmp_path, capsys
     (tmp_path / "in" / "00_welcome.ipynb").write_text("garbage", encoding="utf-8")
     out = tmp_path / "out"
     missing = sandbox.Probe(False, "the bwrap command is not installed")
-    monkeypatch.setattr(grading, "probe", lambda: missing)
+    monkeypatch.setattr(batch, "probe", lambda: missing)
     assert cli.main(["grade", str(tmp_path / "in"), "--out", str(out)]) == 2
     assert "apt-get install bubblewrap" in capsys.readouterr().err
     assert cli.main(["grade", str(tmp_path / "in"), "--out", str(out), "--no-sandbox"]) == 0
@@ -455,3 +455,18 @@ def test_doctor_reports_the_sandbox(capsys):
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("grading:"))
     assert line.startswith("grading: sandboxed, bubblewrap" if probe().available else "grading:")
     assert ("caps:" in line) == probe().available
+
+
+def test_the_kernel_agent_imports_only_what_it_needs():
+    """Importing the grader's agent in a kernel loads neither the batch machinery (nbformat,
+    the exercise checks) nor torch: its first request would otherwise cost seconds."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, backprop_course.grading.agent; "
+        "print(sorted(m for m in ('nbformat', 'torch', 'backprop_course.exercises.lesson03', "
+        "'backprop_course.grading.batch', 'backprop_course.grading.runner') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

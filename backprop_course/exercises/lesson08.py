@@ -16,11 +16,12 @@ from backprop_course.compare import (
     NotAttempted,
     Wrong,
     assert_close,
+    call_each,
     expect_tuple,
     is_stub,
 )
 from backprop_course.exercises import exercise
-from backprop_course.rules import call_under_rules, refuse_reference
+from backprop_course.rules import call_under_rules, probe_under_rules, refuse_reference
 
 # Each exercise asks for an update rule or a schedule written out: the package's optimizers
 # and schedules (backprop_course.optim), torch's, and this module's own references are the
@@ -484,6 +485,7 @@ def _schedule(step, total, warmup, max_lr, min_lr, *, ramp="next", after="cosine
 def _warmup_cosine(answer, rng):
     if is_stub(answer):
         raise NotAttempted
+    refuse_reference(answer, ("backprop_course.optim.warmup_cosine",))
     configs = []
     for warmup_kind in ("some", "some", "none"):
         total = int(rng.integers(30, 120))
@@ -493,7 +495,17 @@ def _warmup_cosine(answer, rng):
         configs.append((total, warmup, max_lr, min_lr))
     for total, warmup, max_lr, min_lr in configs:
         steps = range(total + 6)
-        got = [_call(answer, step, total, warmup, max_lr, min_lr) for step in steps]
+        calls = [(step, total, warmup, max_lr, min_lr) for step in steps]
+        # every step in one go (one round trip when graded), under the same rules as _call
+        got = probe_under_rules(call_each, answer, calls, forbid=FORBIDDEN)
+        if any(is_stub(value) for value in got):
+            raise NotAttempted
+        if len(got) < len(calls):  # that call raised: repeat it alone to report the error
+            _call(answer, *calls[len(got)])
+            raise Wrong(
+                f"warmup_cosine raised an error at step {len(got)} when called for every step "
+                f"of a run, but not when called again alone: does it keep state between calls?"
+            )
         if any(value is None for value in got):
             step = next(s for s, value in zip(steps, got) if value is None)
             raise Wrong(f"warmup_cosine returned None for step {step}: is a `return` missing?")

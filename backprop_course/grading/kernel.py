@@ -64,6 +64,7 @@ def _course_variables(home: str, threads: int) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         settings.HOME_VARIABLE: f"{home}/backprop_course",
         settings.NO_RECORD_VARIABLE: "1",
+        settings.GRADING_VARIABLE: "1",  # check() leaves the judging to the grader
         settings.TEST_MODE_VARIABLE: "1",
         "PYTHONHASHSEED": "0",
         "PYTHONNOUSERSITE": "1",
