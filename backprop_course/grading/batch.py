@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from backprop_course.grading import __all__  # noqa: F401 (the public names, one list)
 from backprop_course.grading.discover import (
     InvalidNotebook,
     Released,
@@ -28,7 +29,7 @@ from backprop_course.grading.discover import (
 from backprop_course.grading.gradebook import (
     FIELDS,
     STATUSES,
-    GradebookLocked,
+    GradebookLocked,  # noqa: F401 (public, see __all__)
     Record,
     locked,
     sort_key,
@@ -38,16 +39,6 @@ from backprop_course.grading.gradebook import (
 )
 from backprop_course.grading.runner import Job, Options, Outcome
 from backprop_course.grading.sandbox import INSTALL_HINT, Cgroup, probe
-
-__all__ = [
-    "GradeResult",
-    "GradebookLocked",
-    "Options",
-    "SandboxUnavailable",
-    "grade",
-    "read_secret",
-    "released_notebooks",
-]
 
 NO_SANDBOX_WARNING = (
     "graded WITHOUT a sandbox (--no-sandbox): every notebook ran as the grader's own user, "
