@@ -69,12 +69,19 @@ def pytest_collection_modifyitems(session, config, items):
     _LAST_CELL.update({nodeid: path for path, nodeid in last.items()})
 
 
-def pytest_runtest_logfinish(nodeid, location):
-    """When a notebook's last cell has run (passed or not), say so to every worker."""
-    path = _LAST_CELL.get(nodeid)
-    if path is not None:
-        _FINISHED.mkdir(exist_ok=True)
-        _finished_marker(path).touch()
+class _NotebookEnds:
+    """A plugin for the whole session (a conftest's own run-test hooks see only the tests
+    below it, and the notebooks are not): marks each notebook whose last cell has run."""
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        path = _LAST_CELL.get(nodeid)
+        if path is not None:  # passed or not: its check() calls have all been logged
+            _FINISHED.mkdir(exist_ok=True)
+            _finished_marker(path).touch()
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_NotebookEnds(), "backprop-course-notebook-ends")
 
 
 def _wait_until_finished(path: Path) -> bool:
