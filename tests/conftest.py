@@ -7,10 +7,9 @@ the notebooks inherit them too.
 from __future__ import annotations
 
 import functools
-import hashlib
+import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -37,102 +36,78 @@ def home(tmp_path, monkeypatch) -> Path:
 
 # Every check() in a kernel that nbval starts appends its result here (the kernels
 # inherit the variable), so the scores of solutions/ and exercises/ are read from the
-# one run that executes them, not from a second execution. Under pytest-xdist (the
-# README's command runs two workers, a notebook file each at a time) the workers share
-# this folder: the log, and a marker per notebook whose run has finished.
-_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
-_SHARED = Path(tempfile.gettempdir()) / f"backprop-course-tests-{_RUN_ID}" if _RUN_ID else None
-if _SHARED is not None:
-    _SHARED.mkdir(exist_ok=True)
-CHECK_LOG = (_SHARED or Path(_SESSION_HOME)) / "checks.jsonl"
+# one run that executes them, not from a second execution.
+CHECK_LOG = Path(_SESSION_HOME) / "checks.jsonl"
 os.environ[settings.CHECK_LOG_VARIABLE] = str(CHECK_LOG)
-_FINISHED = (_SHARED or Path(_SESSION_HOME)) / "notebooks-finished"
-_EXECUTED_NOTEBOOKS: set[Path] = set()
-_LAST_CELL: dict[str, Path] = {}  # node id of a notebook's last collected cell -> notebook
-NOTEBOOK_WAIT_S = 900.0  # the longest a score test waits for a notebook another worker runs
+
+# What each graded notebook's checks must all have said.
+EXPECTED_STATUS = {"solutions": "correct", "exercises": "not_attempted"}
 
 
-def _finished_marker(path: Path) -> Path:
-    return _FINISHED / hashlib.sha256(str(path).encode()).hexdigest()[:32]
-
-
-@pytest.hookimpl(trylast=True)  # after -k / -m have deselected what will not run
-def pytest_collection_modifyitems(session, config, items):
-    """Tests marked ``after_notebooks`` run last: they read what the notebooks scored."""
-    late = [item for item in items if item.get_closest_marker("after_notebooks")]
-    items[:] = [item for item in items if item not in late] + late
-    last: dict[Path, str] = {}  # notebook -> its last cell that will run
-    for item in items:
-        if str(item.fspath).endswith(".ipynb"):
-            last[Path(str(item.fspath)).resolve()] = item.nodeid
-    _EXECUTED_NOTEBOOKS.update(last)
-    _LAST_CELL.update({nodeid: path for path, nodeid in last.items()})
-
-
-class _NotebookEnds:
-    """A plugin for the whole session (a conftest's own run-test hooks see only the tests
-    below it, and the notebooks are not): marks each notebook whose last cell has run."""
-
-    def pytest_runtest_logfinish(self, nodeid, location):
-        path = _LAST_CELL.get(nodeid)
-        if path is not None:  # passed or not: its check() calls have all been logged
-            _FINISHED.mkdir(exist_ok=True)
-            _finished_marker(path).touch()
-
-
-def pytest_configure(config):
-    config.pluginmanager.register(_NotebookEnds(), "backprop-course-notebook-ends")
-
-
-def _wait_until_finished(path: Path) -> bool:
-    """Wait for the run of ``path`` (perhaps on another worker); False if it never ends."""
-    deadline = time.monotonic() + NOTEBOOK_WAIT_S
-    while not _finished_marker(path).exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
-    return True
-
-
-def _execute_for_scores(path: Path, log: Path) -> None:
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    previous = os.environ.get(settings.CHECK_LOG_VARIABLE)
-    os.environ[settings.CHECK_LOG_VARIABLE] = str(log)
-    try:
-        NotebookClient(
-            nb,
-            timeout=300,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
-    finally:
-        os.environ[settings.CHECK_LOG_VARIABLE] = previous or ""
-
-
-def notebook_scores(path: Path, lesson: str, tmp_path: Path) -> dict[str, list[str]]:
-    """Exercise id -> the statuses its check() calls reported when ``path`` ran.
-
-    Read from this session's nbval run when it executed the notebook (waiting for it
-    to finish if another worker runs it); otherwise (a partial run of the suite) the
-    notebook is executed here, once.
-    """
-    import json
-
-    path = path.resolve()
-    log = CHECK_LOG
-    if path not in _EXECUTED_NOTEBOOKS or not _wait_until_finished(path):
-        log = tmp_path / "checks.jsonl"
-        _execute_for_scores(path, log)
+def notebook_scores(path: Path, lesson: str) -> dict[str, list[str]]:
+    """Exercise id -> the statuses its check() calls reported when nbval ran ``path``."""
+    path = Path(path).resolve()
     scores: dict[str, list[str]] = {}
-    if log.exists():
-        for line in log.read_text(encoding="utf-8").splitlines():
+    if CHECK_LOG.exists():
+        for line in CHECK_LOG.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             if Path(record["folder"]).resolve() == path.parent and record["id"][:2] == lesson:
                 scores.setdefault(record["id"], []).append(record["status"])
     return scores
+
+
+class NotebookScores(pytest.Item):
+    """Every check() in a graded notebook's run said what it must: ``correct`` in a
+    solutions notebook, ``not_attempted`` in an untouched exercises notebook.
+
+    One such item follows the last cell of each graded notebook, in the notebook's own
+    file, so it runs right after the notebook and on the same pytest-xdist worker
+    (whose log it reads), whatever order the files are handed out in.
+    """
+
+    def __init__(self, *, notebook: Path, lesson: str, expected: str, **kwargs):
+        super().__init__(**kwargs)
+        self.notebook, self.lesson, self.expected = notebook, lesson, expected
+
+    def runtest(self) -> None:
+        from backprop_course import exercises
+
+        scores = notebook_scores(self.notebook, self.lesson)
+        ids = [e.id for e in exercises.for_lesson(self.lesson)]
+        missing = sorted(set(ids) - set(scores))
+        if missing:
+            pytest.fail(f"checks that did not run (or did not log): {missing}", pytrace=False)
+        bad = {k: v for k, v in scores.items() if set(v) != {self.expected}}
+        if bad:
+            pytest.fail(f"every check must say {self.expected!r}; these did not: {bad}", False)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.name}: every check() {self.expected}"
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected what will not run
+def pytest_collection_modifyitems(session, config, items):
+    """After the last cell of each graded notebook in solutions/ and exercises/, an item
+    that reads what the notebook's checks reported (see :class:`NotebookScores`)."""
+    from backprop_course import exercises
+
+    graded = set(exercises.lessons())
+    last: dict[Path, int] = {}
+    for index, item in enumerate(items):
+        path = Path(str(item.fspath)).resolve()
+        graded_notebook = path.suffix == ".ipynb" and path.name[:2] in graded
+        if graded_notebook and path.parent.name in EXPECTED_STATUS and path.parents[1] == ROOT:
+            last[path] = index
+    for path, index in sorted(last.items(), key=lambda kv: -kv[1]):
+        cell = items[index]
+        score = NotebookScores.from_parent(
+            cell.parent,
+            name="scores",
+            notebook=path,
+            lesson=path.name[:2],
+            expected=EXPECTED_STATUS[path.parent.name],
+        )
+        items.insert(index + 1, score)
 
 
 # ---------------------------------------------------------------- the grader's sandbox
