@@ -92,20 +92,25 @@ def gpt_param_count(vocab_size: int, block_size: int, n_layer: int, n_embd: int)
     return vocab_size * C + block_size * C + n_layer * (12 * C * C + 13 * C) + 2 * C
 
 
-def gpt_activation_bytes(batch: int, T: int, n_layer: int, n_embd: int, n_head: int) -> int:
-    """Bytes lesson 11's GPT saves for backward, fp32, explicit attention, no dropout.
+def gpt_activation_bytes(
+    batch: int, T: int, n_layer: int, n_embd: int, n_head: int, vocab_size: int
+) -> int:
+    """Bytes lesson 11's GPT saves for backward: fp32, explicit attention, no dropout.
 
-    Counted tensor by tensor (each storage once, as ``SavedTensorMeter`` does). Per block,
-    in units of ``B T C`` floats: the block input, layer-norm 1's output, q/k/v (one
-    3C buffer), the heads merged back, layer-norm 2's input and output, the MLP's 4C
-    hidden pre- and post-GELU: ``1 + 1 + 3 + 1 + 1 + 1 + 4 + 4 = 16``; plus the
-    attention probabilities ``B H T T`` (twice: softmax's output and the masked
-    scores it came from) and the two layer norms' mean and 1/std (``4 B T``).
-    Outside the blocks: the final norm's input, output and statistics, the logits.
+    Counted tensor by tensor, each storage once (as ``SavedTensorMeter`` counts). Per
+    block, in floats: ``16 B T C`` (the block's input, layer norm 1's output, copies of
+    q, k and v for the batched matmuls, the heads merged back, layer norm 2's input and
+    output: 8 of ``B T C``; the MLP's hidden layer before and after GELU: 2 of ``4 B T
+    C``), ``3 B H T T`` (the attention weights: softmax's exponentials, its output and a
+    copy for the matmul with v), ``2 B H T`` (softmax's row sums) and ``4 B T`` (the two
+    layer norms' means and 1/std); and the causal mask, ``T T`` booleans. Outside the
+    blocks: the final layer norm (``2 B T C + 2 B T``), the logits (``B T V``) and the
+    loss; the token ids, the targets (int64) and the positions.
     """
-    BT = batch * T
-    per_block = 16 * BT * n_embd + 2 * batch * n_head * T * T + 4 * BT
-    return 4 * (n_layer * per_block + 2 * BT * n_embd + 2 * BT)
+    B, C, H, V = batch, n_embd, n_head, vocab_size
+    per_block = 4 * (16 * B * T * C + 3 * B * H * T * T + 2 * B * H * T + 4 * B * T) + T * T
+    outside = 4 * (2 * B * T * C + 2 * B * T + B * T * V + 1) + 8 * (2 * B * T + T)
+    return n_layer * per_block + outside
 
 
 def train_flops(n_params: float, n_tokens: float) -> float:
