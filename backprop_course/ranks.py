@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import time
 import traceback
 from collections.abc import Callable
@@ -68,10 +69,14 @@ def _child(fn: Callable, rank: int, world_size: int, port: int, args: tuple, tim
     except BaseException as error:  # everything is reported to the parent
         text = f"{type(error).__name__}: {error}"
         result = ("error", (text[:500], traceback.format_exc()[-4000:]))
+    # Plain pickle, not the connection's own: that one (with torch loaded) would pass a
+    # tensor as a handle to shared memory, which dies with this process.
     try:
-        conn.send((*result, captured.getvalue()[-20_000:]))
+        payload = pickle.dumps((*result, captured.getvalue()[-20_000:]))
     except Exception:  # the result could not be pickled
-        conn.send(("error", ("unpicklable result", traceback.format_exc()[-2000:]), ""))
+        text = ("unpicklable result", traceback.format_exc()[-2000:])
+        payload = pickle.dumps(("error", text, ""))
+    conn.send_bytes(payload)
     conn.close()
     os._exit(0)  # no atexit handlers, no flushing of the parent's copied buffers
 
@@ -120,7 +125,7 @@ def run_ranks(
             for pipe in ready:
                 rank = pipes.index(pipe)
                 try:
-                    results[rank] = pipe.recv()
+                    results[rank] = pickle.loads(pipe.recv_bytes())
                 except EOFError:
                     raise WorkerError(
                         f"rank {rank} of {world_size} died (exit code "
