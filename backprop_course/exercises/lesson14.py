@@ -96,7 +96,13 @@ def probe_ranks(answer, body, world_size: int, case: dict, rules: tuple) -> dict
         if message == f"_Answer: {_STUB}":
             return {"stub": True}
         if message.startswith("_Answer: "):
-            return {"error": f"on rank {failure.rank}: {message.removeprefix('_Answer: ')}"}
+            message = message.removeprefix("_Answer: ")
+            if "gloo" in message or "Connection reset" in message or "Connection closed" in message:
+                message += (
+                    "; a collective failed: every rank must call the same collectives, on "
+                    "tensors of the same shape, in the same order"
+                )
+            return {"error": f"on rank {failure.rank}: {message}"}
         return {"error": f"rank {failure.rank} failed: {message}"}
     except (TimeoutError, RuntimeError) as failure:
         return {"error": f"{type(failure).__name__}: {str(failure)[:300]}"}
