@@ -200,6 +200,14 @@ def overlap_too_early(model, buckets):
     return finish
 
 
+def accumulate_by_hand(ddp_model, micro_batches):
+    """No DDP all-reduce at all: the learner's own, after no_sync everywhere."""
+    with ddp_model.no_sync():
+        for X, y in micro_batches:
+            (torch.nn.functional.mse_loss(ddp_model(X), y) / len(micro_batches)).backward()
+    sync_gradients(ddp_model.module)
+
+
 def accumulate_summed(ddp_model, micro_batches):
     with ddp_model.no_sync():
         for X, y in micro_batches[:-1]:
@@ -328,6 +336,7 @@ WRONG_ANSWERS = [
     ("14.bucketed_allreduce", overlap_too_early, "before backward had written"),
     ("14.bucketed_allreduce", lambda model, buckets: None, "should return a function"),
     ("14.accumulate_no_sync", accumulate_summed, "summed the micro-batch losses"),
+    ("14.accumulate_no_sync", accumulate_by_hand, "DDP never all-reduced"),
     ("14.accumulate_no_sync", accumulate_syncing_every_time, "once per micro-batch"),
     ("14.accumulate_no_sync", accumulate_backward_only_in_no_sync, "forward AND backward"),
     ("14.accumulate_no_sync", accumulate_never_syncing, "nothing was all-reduced"),

@@ -106,6 +106,8 @@ def probe_ranks(answer, body, world_size: int, case: dict, rules: tuple) -> dict
         return {"error": f"rank {failure.rank} failed: {message}"}
     except (TimeoutError, RuntimeError) as failure:
         return {"error": f"{type(failure).__name__}: {str(failure)[:300]}"}
+    except (ValueError, OSError) as failure:  # no fork on this system (Windows), no sockets
+        return {"error": f"the check could not start processes here: {failure}"}
     return {"ranks": ranks}
 
 
@@ -439,6 +441,11 @@ def _accumulate(answer, rng):
             rtol=1e-9,
             atol=1e-12,
         )
+        if result["allreduces"] == 0:
+            raise Wrong(
+                f"the gradients are right, but DDP never all-reduced {where}: run the last "
+                "micro-batch outside no_sync(), so that DDP's own all-reduce happens, once"
+            )
         if result["allreduces"] > 1:
             raise Wrong(
                 f"the gradients are right, but DDP all-reduced {result['allreduces']} times "
