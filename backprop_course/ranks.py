@@ -81,6 +81,17 @@ def _child(fn: Callable, rank: int, world_size: int, port: int, args: tuple, tim
     os._exit(0)  # no atexit handlers, no flushing of the parent's copied buffers
 
 
+_GRACE = 3.0  # seconds to wait for the other ranks' reports after one failed
+
+
+def _secondary(error: str) -> bool:
+    """True for the error a rank gets when a peer it talks to has gone."""
+    return any(
+        text in error
+        for text in ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+    )
+
+
 def run_ranks(
     fn: Callable,
     world_size: int = 2,
@@ -114,29 +125,40 @@ def run_ranks(
             pipes.append(receive)
             processes.append(process)
         results: dict[int, tuple] = {}
+        failed_at = None  # when the first rank reported an error
         while len(results) < world_size:
-            left = timeout - (time.perf_counter() - start)
+            now = time.perf_counter()
+            if failed_at is not None and now - failed_at > _GRACE:
+                break  # the others are stuck (or slow): report what failed
+            left = timeout - (now - start)
             if left <= 0:
                 missing = sorted(set(range(world_size)) - set(results))
                 raise TimeoutError(f"rank(s) {missing} did not finish within {timeout:g} s")
-            ready = multiprocessing.connection.wait(
-                [p for r, p in enumerate(pipes) if r not in results], timeout=min(left, 0.5)
-            )
-            for pipe in ready:
+            waiting = [p for r, p in enumerate(pipes) if r not in results]
+            for pipe in multiprocessing.connection.wait(waiting, timeout=min(left, 0.2)):
                 rank = pipes.index(pipe)
                 try:
                     results[rank] = pickle.loads(pipe.recv_bytes())
                 except EOFError:
+                    if failed_at is not None:  # ended by the failure already seen
+                        results[rank] = ("died", None, "")
+                        continue
                     raise WorkerError(
                         f"rank {rank} of {world_size} died (exit code "
                         f"{processes[rank].exitcode}) before reporting"
                     ) from None
-                if results[rank][0] == "error":
-                    # a failed rank leaves the others waiting in a collective: stop now
-                    error, trace = results[rank][1]
-                    raise RankFailed(
-                        f"rank {rank} of {world_size} failed:\n{trace}", rank=rank, error=error
-                    )
+                if results[rank][0] == "error" and failed_at is None:
+                    failed_at = time.perf_counter()
+        errors = {r: result[1] for r, result in results.items() if result[0] == "error"}
+        if errors:
+            # A rank whose peer failed fails too, in a collective ("Connection reset by
+            # peer"): report the cause, a rank that failed on its own, where there is one.
+            causes = [r for r, (error, _) in errors.items() if not _secondary(error)]
+            rank = min(causes or errors)
+            error, trace = errors[rank]
+            raise RankFailed(
+                f"rank {rank} of {world_size} failed:\n{trace}", rank=rank, error=error
+            )
         if echo:
             for rank in range(world_size):
                 for line in results[rank][2].splitlines():
