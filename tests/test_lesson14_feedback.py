@@ -127,19 +127,16 @@ def sync_gradients_coalesced(model):
         g.copy_(piece.view_as(g))
 
 
-ALSO_CORRECT = [
-    ("14.zero_step", zero_step_with_all_reduce),
-    ("14.allreduce_grads", sync_gradients_coalesced),
-]
-
+# several correct forms per exercise (the later ones written differently from the solution),
+# each passing on the exercise's number of seeds
 CORRECT_ANSWERS = {
-    "14.allreduce_grads": sync_gradients,
-    "14.bucketed_allreduce": overlap_allreduce,
-    "14.accumulate_no_sync": accumulate_gradients,
-    "14.zero_step": zero_sgd_step,
-    "14.memory_budget": bytes_per_gpu,
-    "14.tp_backward": tp_mlp_backward,
-    "14.swiglu_backward": swiglu_backward,
+    "14.allreduce_grads": [sync_gradients, sync_gradients_coalesced],
+    "14.bucketed_allreduce": [overlap_allreduce],
+    "14.accumulate_no_sync": [accumulate_gradients],
+    "14.zero_step": [zero_sgd_step, zero_step_with_all_reduce],
+    "14.memory_budget": [bytes_per_gpu],
+    "14.tp_backward": [tp_mlp_backward],
+    "14.swiglu_backward": [swiglu_backward],
 }
 
 # ---------------------------------------------------------------- wrong answers
@@ -405,7 +402,7 @@ globals().update(
         "14",
         CORRECT_ANSWERS,
         WRONG_ANSWERS,
-        also_correct=ALSO_CORRECT,
+        several=True,
         shortcuts=SHORTCUTS,
         ruled=("14.tp_backward", "14.swiglu_backward"),
         correct_seeds=SEEDS,
