@@ -131,6 +131,73 @@ def _as_dict(value, names, what, where) -> dict[str, np.ndarray]:
     return {name: as_array(value[name], f"{what} {name}") for name in names}
 
 
+# ---------------------------------------------------------------- 14.memory_budget
+
+_MEMORY_NAMES = ("weights", "gradients", "optimizer")
+
+
+@exercise(
+    "14.memory_budget",
+    title="Bytes per GPU for mixed-precision Adam, with ZeRO stages 0 to 3",
+    points=2,
+    answer="bytes_per_gpu",
+    hints=(
+        "Mixed precision keeps bf16 weights and gradients (2 bytes each per parameter) and, "
+        "for the optimizer, an fp32 master copy of the weights plus Adam's two fp32 moments.",
+        "Stage 1 shards the optimizer state over the GPUs, stage 2 the gradients too, "
+        "stage 3 the weights too: a sharded item costs 1 / world_size of its bytes.",
+        "Unsharded: weights 2 N, gradients 2 N, optimizer 12 N bytes.",
+    ),
+)
+def _memory(answer, rng):
+    cases = [(int(rng.integers(2, 9)) * 10**9, int(rng.integers(3, 65)), s) for s in (0, 1, 2, 3)]
+    rng.shuffle(cases)
+    for n_params, world, stage in cases:
+        where = f"for N = {n_params:.3g} parameters, world_size={world}, zero_stage={stage}"
+        got = expect_mapping(
+            call_under_rules(answer, n_params, world, stage, forbid=FORBIDDEN),
+            _MEMORY_NAMES,
+            name="bytes_per_gpu(...)",
+        )
+        full = {
+            "weights": 2.0 * n_params,
+            "gradients": 2.0 * n_params,
+            "optimizer": 12.0 * n_params,
+        }
+        sharded = {"optimizer": 1, "gradients": 2, "weights": 3}
+        expected = {k: v / world if stage >= sharded[k] else v for k, v in full.items()}
+        for name in ("optimizer", "gradients", "weights"):
+            value = as_array(got[name], f"bytes_per_gpu(...)['{name}']")
+            mistakes = {}
+            if name == "optimizer":
+                mistakes = {
+                    "forgot the optimizer state: Adam keeps two moments and an fp32 master "
+                    "copy per parameter": 0.0,
+                    "forgot the fp32 master weights: Adam's two moments are 8 bytes, the "
+                    "master copy 4 more": expected[name] * 8 / 12,
+                }
+            if stage < sharded[name]:
+                mistakes[f"sharded the {name} too early: ZeRO stage {stage} keeps them whole"] = (
+                    expected[name] / world
+                )
+            else:
+                mistakes[
+                    f"did not shard the {name}: stage {stage} splits them over the {world} GPUs"
+                ] = expected[name] * world
+            if name != "optimizer":
+                mistakes[f"counted fp32 {name}: mixed precision keeps them in bf16 (2 bytes)"] = (
+                    2 * expected[name]
+                )
+            assert_close(
+                value,
+                expected[name],
+                name=f"the {name} bytes",
+                rtol=1e-9,
+                context=where,
+                mistakes=mistakes,
+            )
+
+
 # ---------------------------------------------------------------- the data-parallel problem
 
 
@@ -543,73 +610,6 @@ def _zero(answer, rng):
                     "summed instead of averaged": summed,
                     "used this rank's own gradient: nothing was reduce-scattered": local,
                 },
-            )
-
-
-# ---------------------------------------------------------------- 14.memory_budget
-
-_MEMORY_NAMES = ("weights", "gradients", "optimizer")
-
-
-@exercise(
-    "14.memory_budget",
-    title="Bytes per GPU for mixed-precision Adam, with ZeRO stages 0 to 3",
-    points=2,
-    answer="bytes_per_gpu",
-    hints=(
-        "Mixed precision keeps bf16 weights and gradients (2 bytes each per parameter) and, "
-        "for the optimizer, an fp32 master copy of the weights plus Adam's two fp32 moments.",
-        "Stage 1 shards the optimizer state over the GPUs, stage 2 the gradients too, "
-        "stage 3 the weights too: a sharded item costs 1 / world_size of its bytes.",
-        "Unsharded: weights 2 N, gradients 2 N, optimizer 12 N bytes.",
-    ),
-)
-def _memory(answer, rng):
-    cases = [(int(rng.integers(2, 9)) * 10**9, int(rng.integers(3, 65)), s) for s in (0, 1, 2, 3)]
-    rng.shuffle(cases)
-    for n_params, world, stage in cases:
-        where = f"for N = {n_params:.3g} parameters, world_size={world}, zero_stage={stage}"
-        got = expect_mapping(
-            call_under_rules(answer, n_params, world, stage, forbid=FORBIDDEN),
-            _MEMORY_NAMES,
-            name="bytes_per_gpu(...)",
-        )
-        full = {
-            "weights": 2.0 * n_params,
-            "gradients": 2.0 * n_params,
-            "optimizer": 12.0 * n_params,
-        }
-        sharded = {"optimizer": 1, "gradients": 2, "weights": 3}
-        expected = {k: v / world if stage >= sharded[k] else v for k, v in full.items()}
-        for name in ("optimizer", "gradients", "weights"):
-            value = as_array(got[name], f"bytes_per_gpu(...)['{name}']")
-            mistakes = {}
-            if name == "optimizer":
-                mistakes = {
-                    "forgot the optimizer state: Adam keeps two moments and an fp32 master "
-                    "copy per parameter": 0.0,
-                    "forgot the fp32 master weights: Adam's two moments are 8 bytes, the "
-                    "master copy 4 more": expected[name] * 8 / 12,
-                }
-            if stage < sharded[name]:
-                mistakes[f"sharded the {name} too early: ZeRO stage {stage} keeps them whole"] = (
-                    expected[name] / world
-                )
-            else:
-                mistakes[
-                    f"did not shard the {name}: stage {stage} splits them over the {world} GPUs"
-                ] = expected[name] * world
-            if name != "optimizer":
-                mistakes[f"counted fp32 {name}: mixed precision keeps them in bf16 (2 bytes)"] = (
-                    2 * expected[name]
-                )
-            assert_close(
-                value,
-                expected[name],
-                name=f"the {name} bytes",
-                rtol=1e-9,
-                context=where,
-                mistakes=mistakes,
             )
 
 
