@@ -42,6 +42,18 @@ def test_gpt_activation_bytes_equals_what_autograd_saves(L, C, H, T, B):
     assert meter.bytes == scale.gpt_activation_bytes(B, T, L, C, H, 65)
 
 
+def test_layer_activation_bytes_is_the_main_part_of_the_exact_count():
+    """One layer's estimate: the exact per-block count without its small per-token terms."""
+    B, T, L, C, H, V = 3, 24, 2, 48, 3, 65
+    exact_block = scale.gpt_activation_bytes(B, T, L, C, H, V) - scale.gpt_activation_bytes(
+        B, T, L - 1, C, H, V
+    )
+    small = 4 * (2 * B * H * T + 4 * B * T) + T * T
+    assert scale.layer_activation_bytes(T, B, C, H, bytes_per_value=4) == exact_block - small
+    fused = scale.layer_activation_bytes(T, B, C, H, fused=True)
+    assert scale.layer_activation_bytes(T, B, C, H) - fused == 2 * 3 * H * T * T * B
+
+
 def test_train_time_is_six_n_d_over_cluster_throughput():
     """6 N D FLOPs, divided by GPUs x peak x MFU."""
     assert scale.train_flops(1e9, 1e12) == 6e21
