@@ -347,6 +347,10 @@ def body_buckets(rank, world_size, answer, case, rules):
         owner.all_reduce = watching(owner.all_reduce)
     try:
         finish = _under_rules(rules, answer, model, buckets)
+        if finish is None:
+            raise _Answer(
+                f"{answer_name('overlap_allreduce')} returned None: is a `return finish` missing?"
+            )
         if not callable(finish):
             raise _Answer(
                 f"{answer_name('overlap_allreduce')} should return a function finish(), "
@@ -625,6 +629,8 @@ def body_tp(rank, world_size, answer, case, rules):
     B = torch.tensor(case["B"][cols, :])
     grad_y = torch.tensor(case["grad_y"])
     got = _under_rules(rules, answer, x, A, B, grad_y)
+    if got is None:
+        raise _Answer("tp_mlp_backward returned None: is a `return` missing?")
     if not isinstance(got, (tuple, list)) or len(got) != 3:
         raise _Answer(
             "tp_mlp_backward should return a tuple (grad_x, grad_A, grad_B), got "
