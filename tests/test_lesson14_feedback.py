@@ -129,9 +129,31 @@ def sync_gradients_coalesced(model):
 
 # several correct forms per exercise (the later ones written differently from the solution),
 # each passing on the exercise's number of seeds
+def overlap_through_an_alias(model, buckets):
+    """Synchronous all-reduces per bucket, called through a name bound at import."""
+    from torch.distributed import all_reduce
+
+    left = [len(b) for b in buckets]
+
+    def make_hook(index):
+        def hook(param):
+            left[index] -= 1
+            if left[index] == 0:
+                for p in buckets[index]:
+                    all_reduce(p.grad)
+                    p.grad /= dist.get_world_size()
+
+        return hook
+
+    for index, bucket in enumerate(buckets):
+        for p in bucket:
+            p.register_post_accumulate_grad_hook(make_hook(index))
+    return lambda: None
+
+
 CORRECT_ANSWERS = {
     "14.allreduce_grads": [sync_gradients, sync_gradients_coalesced],
-    "14.bucketed_allreduce": [overlap_allreduce],
+    "14.bucketed_allreduce": [overlap_allreduce, overlap_through_an_alias],
     "14.accumulate_no_sync": [accumulate_gradients],
     "14.zero_step": [zero_sgd_step, zero_step_with_all_reduce],
     "14.memory_budget": [bytes_per_gpu],
