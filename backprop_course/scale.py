@@ -12,6 +12,7 @@ Used by lesson 14 beside the measurements it makes.
 | activations | per token, grows with depth and width | from forward to backward |
 
 :func:`state_bytes` counts the first three for an fp32 model;
+:func:`layer_activation_bytes` estimates one layer's activations for any transformer size;
 :func:`gpt_activation_bytes` the activations that lesson 11's GPT saves for backward.
 
 **Compute.** A dense model does about ``2 N`` FLOPs per token forward (one
@@ -32,6 +33,7 @@ __all__ = [
     "ModelSize",
     "gpt_activation_bytes",
     "gpt_param_count",
+    "layer_activation_bytes",
     "state_bytes",
     "train_flops",
     "train_seconds",
@@ -52,19 +54,21 @@ class ModelSize:
     n_active: float  # parameters a token goes through (all of them, for a dense model)
     n_layer: int
     d_model: int
+    n_head: int
     context: int
     note: str
 
 
 MODEL_SIZES = (
-    ModelSize("GPT-2 small", 124_439_808, 124_439_808, 12, 768, 1024, "dense, OpenAI 2019"),
-    ModelSize("7B dense", 6_738_415_616, 6_738_415_616, 32, 4096, 4096, "Llama-2-7B's shape"),
+    ModelSize("GPT-2 small", 124_439_808, 124_439_808, 12, 768, 12, 1024, "dense, OpenAI 2019"),
+    ModelSize("7B dense", 6_738_415_616, 6_738_415_616, 32, 4096, 32, 4096, "Llama-2-7B's shape"),
     ModelSize(
         "314B mixture of experts",
         314e9,
         0.25 * 314e9,
         64,
         6144,
+        48,
         8192,
         "Grok-1 as released: 8 experts, 2 per token, about 25% of weights active",
     ),
@@ -111,6 +115,19 @@ def gpt_activation_bytes(
     per_block = 4 * (16 * B * T * C + 3 * B * H * T * T + 2 * B * H * T + 4 * B * T) + T * T
     outside = 4 * (2 * B * T * C + 2 * B * T + B * T * V + 1) + 8 * (2 * B * T + T)
     return n_layer * per_block + outside
+
+
+def layer_activation_bytes(
+    seq: int, batch: int, d_model: int, n_head: int, *, bytes_per_value: int = 2, fused=False
+) -> float:
+    """Activation bytes one transformer layer saves, by :func:`gpt_activation_bytes`' count.
+
+    ``16 s b d`` values for the matmul inputs, norms and MLP, plus ``3 a s^2 b`` for the
+    attention weights unless the attention is fused (flash attention recomputes them).
+    The small per-token terms are left out.
+    """
+    values = 16 * seq * batch * d_model + (0 if fused else 3 * n_head * seq * seq * batch)
+    return float(bytes_per_value * values)
 
 
 def train_flops(n_params: float, n_tokens: float) -> float:
