@@ -1,134 +1,38 @@
 """Lesson 14, backprop at LLM scale: memory, gradient all-reduce, sharding, tensor parallelism.
 
 The multi-process exercises run the learner's function inside real
-``torch.distributed`` processes (``gloo``), started by the check itself: a probe
-(:func:`probe_ranks`), run where the answer lives (the notebook's kernel, or the
-grader's sandboxed kernel), forks the ranks with :func:`backprop_course.ranks.run_ranks`;
-each rank sets up its part of the problem, calls the learner's function under the
-exercise's rules and returns plain arrays. The trusted side never takes a rank's
-word: it computes every expected value itself (one process, the whole batch,
-autograd on the unsplit layer) and compares.
+``torch.distributed`` processes (``gloo``), started by the check itself through
+:mod:`backprop_course.exercises._processes`: each ``body_*`` function below is what one
+rank does (set up its part of the problem, call the learner's function under the
+exercise's rules, return plain arrays). The checks never take a rank's word: they compute
+every expected value themselves (one process, the whole batch, autograd on the unsplit
+layer) and compare.
 """
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from backprop_course.compare import (
-    NotAttempted,
     Wrong,
     answer_name,
     as_array,
     assert_close,
     check_gradients,
     expect_mapping,
-    is_stub,
-    run_probe,
 )
 from backprop_course.device import torch_threads
 from backprop_course.exercises import exercise
-from backprop_course.rules import BY_HAND, RuleBroken, call_under_rules, enforce
+from backprop_course.exercises._processes import AnswerFailed, as_dict, ranks, under_rules
+from backprop_course.rules import BY_HAND, call_under_rules
 
 # The package's scale-out helpers: none answers these exercises, but an answer built on
 # them would not be the learner's own collective code.
 FORBIDDEN = ("backprop_course.distributed", "backprop_course.scale")
 EXACT = 1e-12  # by hand agrees with autograd to ~1e-15 of the largest entry
-
-
-# ---------------------------------------------------------------- running ranks (a probe)
-
-
-def _learner_line(tb) -> str:
-    """``cell line N: source`` of the innermost frame outside torch and the package."""
-    for frame in reversed(traceback.extract_tb(tb)):
-        name = frame.filename
-        if "site-packages" in name or "backprop_course" in name or "/torch/" in name:
-            continue
-        return f" (at {frame.name}, line {frame.lineno}: {(frame.line or '').strip()[:120]})"
-    return ""
-
-
-class _Answer(Exception):
-    """The learner's code raised or broke a rule inside a rank; the message says which."""
-
-
-def _under_rules(rules: tuple, function, *args):
-    """``function(*args)`` under the exercise's rules, inside one rank."""
-    autograd, forbid, rule = rules
-    try:
-        with enforce(autograd=autograd, forbid=forbid, rule=rule):
-            result = function(*args)
-    except RuleBroken as error:
-        raise _Answer(str(error)) from None
-    except Exception as error:
-        text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        raise _Answer(f"{text[:200]}{_learner_line(error.__traceback__)}") from None
-    if is_stub(result):  # what release leaves in place of the answer
-        raise _Answer(_STUB)
-    return result
-
-
-_STUB = "not attempted yet"
-
-
-def probe_ranks(answer, body, world_size: int, case: dict, rules: tuple) -> dict:
-    """Fork ``world_size`` ranks running ``body(rank, world_size, answer, case, rules)``.
-
-    Returns ``{"ranks": [what each rank returned]}`` or ``{"error": message}`` when the
-    learner's code raised (or broke a rule) in a rank.
-    """
-    from backprop_course.ranks import RankFailed, run_ranks
-
-    if is_stub(answer):
-        return {"stub": True}
-    if body is body_accumulate:
-        # DDP imports ~800 modules (torch._dynamo) when first built: import them once here,
-        # not in every forked rank.
-        import torch._dynamo  # noqa: F401
-    try:
-        ranks = run_ranks(body, world_size, (answer, case, rules), timeout=60.0, echo=False)
-    except RankFailed as failure:
-        message = failure.error
-        if message == f"_Answer: {_STUB}":
-            return {"stub": True}
-        if message.startswith("_Answer: "):
-            message = message.removeprefix("_Answer: ")
-            if "gloo" in message or "Connection reset" in message or "Connection closed" in message:
-                message += (
-                    "; a collective failed: every rank must call the same collectives, on "
-                    "tensors of the same shape, in the same order"
-                )
-            return {"error": f"on rank {failure.rank}: {message}"}
-        return {"error": f"rank {failure.rank} failed: {message}"}
-    except (TimeoutError, RuntimeError) as failure:
-        return {"error": f"{type(failure).__name__}: {str(failure)[:300]}"}
-    except (ValueError, OSError) as failure:  # no fork on this system (Windows), no sockets
-        return {"error": f"the check could not start processes here: {failure}"}
-    return {"ranks": ranks}
-
-
-def _ranks(answer, body, world_size: int, case: dict, rules: tuple, where: str) -> list:
-    result = run_probe(probe_ranks, answer, body, world_size, case, rules)
-    if not isinstance(result, Mapping):
-        raise Wrong(f"the check could not run {answer_name()} in {world_size} processes")
-    if result.get("stub"):
-        raise NotAttempted
-    if "error" in result:
-        raise Wrong(f"{answer_name()} failed {where}, {result['error']}")
-    ranks = result.get("ranks")
-    if not isinstance(ranks, list) or len(ranks) != world_size:
-        raise Wrong(f"the check got no result from every rank {where}")
-    return ranks
-
-
-def _as_dict(value, names, what, where) -> dict[str, np.ndarray]:
-    if not isinstance(value, Mapping) or set(value) != set(names):
-        raise Wrong(f"the check could not read {what} {where}")
-    return {name: as_array(value[name], f"{what} {name}") for name in names}
 
 
 # ---------------------------------------------------------------- 14.memory_budget
@@ -255,7 +159,7 @@ def _compare_grads(got_ranks, expected, mistakes_for, where):
     names = list(expected)
     # last rank first: on rank 0 a broadcast of rank 0 and the right answer can look alike
     for rank in reversed(range(len(got_ranks))):
-        got = _as_dict(got_ranks[rank], names, "the gradients", where)
+        got = as_dict(got_ranks[rank], names, "the gradients", where)
         check_gradients(
             got,
             expected,
@@ -297,7 +201,7 @@ def body_allreduce(rank, world_size, answer, case, rules):
     model = _mlp(case["sizes"], case["seed"])
     X, y = _shard(case, rank, world_size)
     torch.nn.functional.mse_loss(model(X), y).backward()
-    _under_rules(rules, answer, model)
+    under_rules(rules, answer, model)
     return _grads(model)
 
 
@@ -317,7 +221,7 @@ def _allreduce_grads(answer, rng):
         case = _dp_case(rng, world_size)
         where = f"with {world_size} processes, MLP sizes {case['sizes']}"
         reference = _gradient(case, case["X"], case["y"])
-        got = _ranks(answer, body_allreduce, world_size, case, (False, FORBIDDEN, None), where)
+        got = ranks(answer, body_allreduce, world_size, case, (False, FORBIDDEN, None), where)
         _compare_grads(got, reference, _dp_mistakes(case, world_size, reference), where)
 
 
@@ -342,21 +246,21 @@ def body_buckets(rank, world_size, answer, case, rules):
     X, y = _shard(case, rank, world_size)
     params = dict(model.named_parameters())
     buckets = [[params[name] for name in bucket] for bucket in case["buckets"]]
-    finish = _under_rules(rules, answer, model, buckets)
+    finish = under_rules(rules, answer, model, buckets)
     if finish is None:
-        raise _Answer(
+        raise AnswerFailed(
             f"{answer_name('overlap_allreduce')} returned None: is a `return finish` missing?"
         )
     if not callable(finish):
-        raise _Answer(
+        raise AnswerFailed(
             f"{answer_name('overlap_allreduce')} should return a function finish(), "
             f"got {type(finish).__name__}"
         )
     loss = torch.nn.functional.mse_loss(model(X), y)
     before = _collectives_so_far()
-    _under_rules(rules, loss.backward)
+    under_rules(rules, loss.backward)
     between = _collectives_so_far()
-    _under_rules(rules, finish)
+    under_rules(rules, finish)
     after = _collectives_so_far()
     if before is None:
         return {"grads": _grads(model), "during": None, "after": None}
@@ -388,13 +292,13 @@ def _bucketed(answer, rng):
     case["buckets"] = [order[:cut], order[cut:]]
     where = f"with {world_size} processes and buckets {case['buckets']}"
     reference = _gradient(case, case["X"], case["y"])
-    got = _ranks(answer, body_buckets, world_size, case, (False, FORBIDDEN, None), where)
+    got = ranks(answer, body_buckets, world_size, case, (False, FORBIDDEN, None), where)
     mistakes_for = _dp_mistakes(case, world_size, reference)
     for rank in reversed(range(world_size)):
         result = got[rank]
         if not isinstance(result, Mapping) or "grads" not in result:
             raise Wrong(f"the check could not read rank {rank}'s gradients {where}")
-        grads = _as_dict(result["grads"], list(reference), "the gradients", where)
+        grads = as_dict(result["grads"], list(reference), "the gradients", where)
         wrong = [
             n for n in reference if not np.allclose(grads[n], reference[n], rtol=1e-9, atol=1e-12)
         ]
@@ -448,7 +352,7 @@ def body_accumulate(rank, world_size, answer, case, rules):
     ddp.register_comm_hook(None, counting)
     X, y = _shard(case, rank, world_size)
     micro_batches = list(zip(X.chunk(case["micro"]), y.chunk(case["micro"])))
-    _under_rules(rules, answer, ddp, micro_batches)
+    under_rules(rules, answer, ddp, micro_batches)
     return {"grads": _grads(model), "allreduces": calls["n"]}
 
 
@@ -472,7 +376,15 @@ def _accumulate(answer, rng):
     case = _dp_case(rng, world_size, micro)
     where = f"with {world_size} processes and {micro} micro-batches per rank"
     reference = _gradient(case, case["X"], case["y"])
-    got = _ranks(answer, body_accumulate, world_size, case, (False, FORBIDDEN, None), where)
+    got = ranks(
+        answer,
+        body_accumulate,
+        world_size,
+        case,
+        (False, FORBIDDEN, None),
+        where,
+        warm=("torch._dynamo",),
+    )
     base = _dp_mistakes(case, world_size, reference)
     rows = len(case["X"]) // world_size // micro
     last = [
@@ -499,7 +411,7 @@ def _accumulate(answer, rng):
         result = got[rank]
         if not isinstance(result, Mapping) or "grads" not in result:
             raise Wrong(f"the check could not read rank {rank}'s gradients {where}")
-        grads = _as_dict(result["grads"], list(reference), "the gradients", where)
+        grads = as_dict(result["grads"], list(reference), "the gradients", where)
         check_gradients(
             grads,
             reference,
@@ -532,7 +444,7 @@ def body_zero(rank, world_size, answer, case, rules):
     param = torch.tensor(case["param"])
     grad = torch.tensor(case["grads"][rank])
     momentum = torch.tensor(case["momentum"][shard])
-    _under_rules(rules, answer, param, grad, momentum, case["lr"], case["beta"])
+    under_rules(rules, answer, param, grad, momentum, case["lr"], case["beta"])
     return {"param": param.numpy().copy(), "momentum": momentum.numpy().copy()}
 
 
@@ -563,7 +475,7 @@ def _zero(answer, rng):
             "beta": float(rng.uniform(0.5, 0.95)),
         }
         where = f"with {world_size} processes and {n} parameters"
-        got = _ranks(answer, body_zero, world_size, case, (False, FORBIDDEN, None), where)
+        got = ranks(answer, body_zero, world_size, case, (False, FORBIDDEN, None), where)
 
         def step(g, case=case):
             m = case["beta"] * case["momentum"] + g
@@ -624,18 +536,18 @@ def body_tp(rank, world_size, answer, case, rules):
     A = torch.tensor(case["A"][:, cols])
     B = torch.tensor(case["B"][cols, :])
     grad_y = torch.tensor(case["grad_y"])
-    got = _under_rules(rules, answer, x, A, B, grad_y)
+    got = under_rules(rules, answer, x, A, B, grad_y)
     if got is None:
-        raise _Answer("tp_mlp_backward returned None: is a `return` missing?")
+        raise AnswerFailed("tp_mlp_backward returned None: is a `return` missing?")
     if not isinstance(got, (tuple, list)) or len(got) != 3:
-        raise _Answer(
+        raise AnswerFailed(
             "tp_mlp_backward should return a tuple (grad_x, grad_A, grad_B), got "
             f"{type(got).__name__}"
         )
     out = {}
     for name, value in zip(("grad_x", "grad_A", "grad_B"), got):
         if value is None:
-            raise _Answer(f"{name} is None: is a `return` missing?")
+            raise AnswerFailed(f"{name} is None: is a `return` missing?")
         out[name] = value.detach().numpy().copy() if torch.is_tensor(value) else np.asarray(value)
     return out
 
@@ -666,7 +578,7 @@ def _tp(answer, rng):
             "grad_y": rng.normal(size=(N, C)),
         }
         where = f"with {world_size} processes, x {N}x{C}, hidden {H}"
-        got = _ranks(answer, body_tp, world_size, case, (True, FORBIDDEN, BY_HAND), where)
+        got = ranks(answer, body_tp, world_size, case, (True, FORBIDDEN, BY_HAND), where)
         with torch.enable_grad():
             x, A, B = (torch.tensor(case[k], requires_grad=True) for k in ("x", "A", "B"))
             y = torch.tanh(x @ A) @ B
@@ -684,7 +596,7 @@ def _tp(answer, rng):
                 "grad_A": A.grad.numpy()[:, cols],
                 "grad_B": B.grad.numpy()[cols, :],
             }
-            result = _as_dict(got[rank], list(expected), "the gradients", where)
+            result = as_dict(got[rank], list(expected), "the gradients", where)
             other = slice((1 - rank) * H // 2, (2 - rank) * H // 2)
             mistakes = {
                 "forgot the backward all-reduce: this rank's grad_x is only its share of "
