@@ -21,6 +21,7 @@ import os
 import pickle
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -120,7 +121,12 @@ def run_ranks(
             process = context.Process(
                 target=_child, args=(fn, rank, world_size, port, args, timeout, send), daemon=True
             )
-            process.start()
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns that forking a multi-threaded process (a notebook
+                # kernel is one) may deadlock the child if it takes a lock another thread
+                # held. The child here only runs the rank's function, on one thread.
+                warnings.filterwarnings("ignore", "This process .* use of fork", DeprecationWarning)
+                process.start()
             send.close()
             pipes.append(receive)
             processes.append(process)
