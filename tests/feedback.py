@@ -41,6 +41,7 @@ def lesson_feedback_tests(
     shortcuts: Sequence[tuple[str, Any, str]] = (),
     ruled: Sequence[str] = (),
     correct_seeds: int | Mapping[str, int] = 20,
+    wrong_seeds: int = 5,
 ) -> dict[str, Callable]:
     """The standard feedback tests of a lesson, as test functions to bind in a test module::
 
@@ -57,6 +58,8 @@ def lesson_feedback_tests(
       the exact value is asked...) is NOT correct on 3 seeds, with ``reason`` in the message.
     - ``ruled``: the exercises whose text states a rule; each needs a row in ``shortcuts``.
     - ``correct_seeds``: how many draws a correct answer passes (per id for expensive checks).
+    - ``wrong_seeds``: how many draws a wrong answer (and, at most 3, a shortcut) is refused
+      on; fewer for checks that start processes.
     - every exercise of ``lessons`` appears in ``correct`` and ``wrong``.
     """
     lessons = (lessons,) if isinstance(lessons, str) else lessons
@@ -79,7 +82,7 @@ def lesson_feedback_tests(
     )
     def test_wrong_answers_say_why(exercise_id, answer, reason, home):
         """A typical mistake is reported with a reason, not just 'incorrect'."""
-        assert_wrong_with_reason(exercise_id, answer, reason, seeds=5)
+        assert_wrong_with_reason(exercise_id, answer, reason, seeds=wrong_seeds)
 
     @pytest.mark.parametrize("exercise_id", ids)
     def test_stubs_are_not_attempted(exercise_id, home):
@@ -105,7 +108,7 @@ def lesson_feedback_tests(
         )
         def test_shortcuts_are_refused(exercise_id, answer, reason, home):
             """An answer that breaks the exercise's rule earns nothing, and is told which rule."""
-            for seed in range(3):
+            for seed in range(min(3, wrong_seeds)):
                 result = evaluate(exercise_id, answer, seed=seed)
                 assert result.status != CORRECT and result.points == 0, result.message
                 assert reason in result.message, result.message
