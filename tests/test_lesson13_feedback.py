@@ -248,6 +248,17 @@ def _torch_adamw_step(params, m, v, t, idx, targets, n_head, hyper):
     return 0.0, dict(zip(params, leaves)), m, v
 
 
+def _warm_torch_optim():
+    """torch.optim imports a lot lazily on its first step; under the rules' call tracing that
+    import takes seconds, so take it once here, untraced."""
+    p = torch.zeros(1, requires_grad=True)
+    p.grad = torch.ones(1)
+    torch.optim.AdamW([p]).step()
+
+
+_warm_torch_optim()
+
+
 def _package_adamw_step(params, m, v, t, idx, targets, n_head, hyper):
     grads = gpt_backward(params, idx, targets, n_head)
     params = {n: p.clone() for n, p in params.items()}
