@@ -259,6 +259,23 @@ def _warm_torch_optim():
 _warm_torch_optim()
 
 
+def _functional_torch_adamw_step(params, m, v, t, idx, targets, n_head, hyper):
+    from torch.optim.adamw import adamw
+
+    grads = gpt_backward(params, idx, targets, n_head)
+    new = {n: p.clone() for n, p in params.items()}
+    m, v = {n: x.clone() for n, x in m.items()}, {n: x.clone() for n, x in v.items()}
+    for n, p in new.items():
+        adamw(
+            [p], [grads[n]], [m[n]], [v[n]], [], [torch.tensor(float(t - 1))],
+            foreach=False, capturable=False, differentiable=False, fused=None,
+            grad_scale=None, found_inf=None, has_complex=False, amsgrad=False,
+            beta1=hyper["beta1"], beta2=hyper["beta2"], lr=hyper["lr"], eps=hyper["eps"],
+            weight_decay=hyper["weight_decay"] if p.dim() >= 2 else 0.0, maximize=False,
+        )  # fmt: skip
+    return cross_entropy_backward(_forward(params, idx, n_head)[0], targets)[0], new, m, v
+
+
 def _package_adamw_step(params, m, v, t, idx, targets, n_head, hyper):
     grads = gpt_backward(params, idx, targets, n_head)
     params = {n: p.clone() for n, p in params.items()}
@@ -288,6 +305,7 @@ SHORTCUTS = [
     ("13.gpt_backward", _autograd_gpt, BY_HAND),
     ("13.gpt_backward", _package_gpt, "backprop_course.gpt.manual.gpt_forward"),
     ("13.train_step", _torch_adamw_step, "torch.optim"),
+    ("13.train_step", _functional_torch_adamw_step, "torch.optim.adamw"),
     ("13.train_step", _package_adamw_step, "backprop_course.gpt.manual.AdamW"),
 ]
 

@@ -60,7 +60,8 @@ NOT_A_DERIVATION = (
 )
 FORBIDDEN = PIECES + NOT_A_DERIVATION
 # A training step is lesson 08's optimizer written out, not torch's.
-OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam", "backprop_course.optim")
+# Whole modules: the classes and their functional forms (torch.optim.adamw.adamw).
+OPTIMIZERS = ("torch.optim.adamw", "torch.optim.adam", "backprop_course.optim")
 
 
 def _by_hand(answer, *args, forbid=FORBIDDEN):
