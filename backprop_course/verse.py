@@ -40,7 +40,9 @@ __all__ = [
     "count_syllables",
     "extract_verse",
     "is_verse",
+    "line_lengths",
     "line_syllables",
+    "measured_lines",
     "poem_lines",
     "real_word_share",
     "speeches",
@@ -149,19 +151,34 @@ def verse_metrics(text: str, known: Iterable[str], *, drop_last: bool = True) ->
     ``drop_last`` leaves out the last line, which a sample of fixed length
     usually cuts in the middle.
     """
-    lines = poem_lines(text)
-    if drop_last and len(lines) > 1 and not text.endswith("\n"):
-        lines = lines[:-1]
+    lines = measured_lines(text, drop_last=drop_last)
     known = known if isinstance(known, set) else set(known)
     if not lines:
         nan = float("nan")
         return VerseMetrics(0, nan, nan, nan, nan, nan)
-    counts = np.array([line_syllables(line) for line in lines], dtype=float)
+    counts, chars = line_lengths(lines)
     return VerseMetrics(
         lines=len(lines),
         syllables_mean=float(counts.mean()),
         syllables_error=float(np.abs(counts - PENTAMETER).mean()),
         near_ten=float(np.mean(np.abs(counts - PENTAMETER) <= 1)),
-        chars_mean=float(np.mean([len(line) for line in lines])),
+        chars_mean=float(chars.mean()),
         real_words=real_word_share("\n".join(lines), known),
+    )
+
+
+def measured_lines(text: str, *, drop_last: bool = True) -> list[str]:
+    """The lines :func:`verse_metrics` measures: :func:`poem_lines`, without a last line that
+    the end of a sample cut short (when ``drop_last`` and ``text`` does not end in a newline)."""
+    lines = poem_lines(text)
+    if drop_last and len(lines) > 1 and not text.endswith("\n"):
+        lines = lines[:-1]
+    return lines
+
+
+def line_lengths(lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Syllables and characters of each line: the line-length distributions of a text."""
+    return (
+        np.array([line_syllables(line) for line in lines], dtype=float),
+        np.array([len(line) for line in lines], dtype=float),
     )

@@ -59,3 +59,11 @@ def test_drop_last_leaves_out_a_cut_line():
     known = {"a"}
     assert verse.verse_metrics("a a\na a\na", known).lines == 2
     assert verse.verse_metrics("a a\na a\na\n", known).lines == 3
+
+
+def test_line_lengths_are_per_line():
+    """line_lengths gives one syllable count and one character count per measured line."""
+    lines = verse.measured_lines("to be or not\nthe sun\ncut sho", drop_last=True)
+    syllables, chars = verse.line_lengths(lines)
+    assert lines == ["to be or not", "the sun"]
+    assert syllables.tolist() == [4.0, 2.0] and chars.tolist() == [12.0, 7.0]
