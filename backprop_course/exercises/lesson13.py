@@ -20,6 +20,7 @@ from functools import wraps
 import numpy as np
 import torch
 
+from backprop_course import transformer as tr
 from backprop_course.compare import (
     NotAttempted,
     Wrong,
@@ -408,8 +409,7 @@ def _mistaken_grads(params, idx, targets, n_head, mistake):
     if mistake == "embedding only":
         return grads | {"wte.weight": d_embedding}
     if mistake == "assign":
-        # dx reaching the embedding: recover it from the position gradient is not possible,
-        # so recompute the backward down to the embedding.
+        # the gradient reaching the embedding, recomputed down from the loss
         dx = _dx_at_embedding(cache)
         V, C = params["wte.weight"].shape
         assigned = torch.zeros(V, C, dtype=dx.dtype)
@@ -421,15 +421,13 @@ def _mistaken_grads(params, idx, targets, n_head, mistake):
 def _dx_at_embedding(cache) -> torch.Tensor:
     p = cache["params"]
     dh, _ = manual.tied_head_backward(cache["h"], p["wte.weight"], cache["dlogits"])
-    from backprop_course import transformer as tr
-
     dx, _, _ = tr._ln_backward(dh, cache["ln_f"], p["ln_f.weight"])
     for block in reversed(cache["blocks"]):
         dx, _ = manual.block_backward(dx, block)
     return dx
 
 
-def compare_model_grads(got: Mapping, want: Mapping, n_layer: int, context: str, mistakes=None):
+def _compare_model_grads(got: Mapping, want: Mapping, n_layer: int, context: str, mistakes=None):
     """Wrong naming the first wrong parameter in backward order, or None when all are right."""
     order = [n for n in manual.backward_order(n_layer) if n in want]
     got = {n: as_array(got[n], n) for n in order}
@@ -523,7 +521,7 @@ def _gpt_backward(answer, rng):
         def mistake(kind, args=(params, idx, targets, n_head)):
             return lambda: _mistaken_grads(*args, kind)
 
-        compare_model_grads(
+        _compare_model_grads(
             got,
             want,
             n_layer,
@@ -644,8 +642,8 @@ def _train_step(answer, rng):
                 correct=False
             ),
         }
-        compare_model_grads(
+        _compare_model_grads(
             got["params"], new_p, n_layer, where + " (the new parameters)", mistakes=mistakes
         )
-        compare_model_grads(got["m"], new_m, n_layer, where + " (the new m)")
-        compare_model_grads(got["v"], new_v, n_layer, where + " (the new v)")
+        _compare_model_grads(got["m"], new_m, n_layer, where + " (the new m)")
+        _compare_model_grads(got["v"], new_v, n_layer, where + " (the new v)")
