@@ -1,0 +1,45 @@
+"""Numbers that the text of lessons 01-06 states in words, pinned where they come from.
+
+Each test rebuilds the lesson's measurement cheaply (no notebook run) and asserts
+the claim its prose makes, so a change to the package's defaults, data or layers
+that would make the sentence false fails here first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backprop_course.gradcheck import central_difference, forward_difference
+
+# ---------------------------------------------------------------- lesson 01, cells 9-11
+
+_HS = np.logspace(-16, -1, 151)
+_EXACT = np.cos(1.0)
+_EPS = np.finfo(np.float64).eps
+
+
+def _errors():
+    forward = np.abs((np.sin(1.0 + _HS) - np.sin(1.0)) / _HS - _EXACT)
+    central = np.abs((np.sin(1.0 + _HS) - np.sin(1.0 - _HS)) / (2 * _HS) - _EXACT)
+    return forward, central
+
+
+def test_lesson01_default_steps_sit_right_of_the_bottoms():
+    """The package's default steps are on the truncation side: ~100x+ (forward), ~10x+ (central)."""
+    forward, central = _errors()
+    default_forward = abs(forward_difference(np.sin, 1.0) - _EXACT)
+    default_central = abs(central_difference(np.sin, 1.0) - _EXACT)
+    assert _HS[np.argmin(forward)] < 1e-6 and _HS[np.argmin(central)] < 1e-5
+    assert 100 < default_forward / forward.min() < 1000  # "about two hundred times"
+    assert 10 < default_central / central.min() < 50  # "about twenty times"
+    assert default_central / _EXACT < 1e-10  # "about 11 correct digits"
+
+
+def test_lesson01_round_off_runs_below_its_model():
+    """In the round-off region the measured error stays under eps|f|/h, typically 5-10x under."""
+    forward, central = _errors()
+    model = _EPS * np.sin(1.0) / _HS
+    for err, upto in [(forward, 1e-10), (central, 1e-7)]:
+        keep = (_HS >= 1e-15) & (_HS <= upto)
+        ratio = err[keep] / model[keep]
+        assert ratio.max() < 1 and 0.05 < np.median(ratio) < 0.3
