@@ -38,8 +38,30 @@ def test_lesson01_default_steps_sit_right_of_the_bottoms():
 def test_lesson01_round_off_runs_below_its_model():
     """In the round-off region the measured error stays under eps|f|/h, typically 5-10x under."""
     forward, central = _errors()
-    model = _EPS * np.sin(1.0) / _HS
+    hs = _HS
+    model = _EPS * np.sin(1.0) / hs
     for err, upto in [(forward, 1e-10), (central, 1e-7)]:
-        keep = (_HS >= 1e-15) & (_HS <= upto)
+        keep = (hs >= 1e-15) & (hs <= upto)
         ratio = err[keep] / model[keep]
         assert ratio.max() < 1 and 0.05 < np.median(ratio) < 0.3
+
+
+# ---------------------------------------------------------------- lesson 06, cells 16-18
+
+
+def test_lesson06_untrained_loss_starts_a_little_above_ln_c():
+    """The lesson's untrained 2-64-64-3 He network on its spirals starts within 10% above ln 3."""
+    from backprop_course import nn
+    from backprop_course.data import make_spirals
+
+    X, y = make_spirals(300, seed=0, classes=3, noise=0.5, turn=7.0)
+    rng = np.random.default_rng(0)  # the lesson's make_mlp([2, 64, 64, 3], seed=0)
+    model = nn.Sequential(
+        nn.Linear(2, 64, init="he", rng=rng),
+        nn.ReLU(),
+        nn.Linear(64, 64, init="he", rng=rng),
+        nn.ReLU(),
+        nn.Linear(64, 3, init="he", rng=rng),
+    )
+    loss = nn.SoftmaxCrossEntropy().forward(model.forward(X), y)
+    assert np.log(3) < loss < 1.1 * np.log(3)
