@@ -8,6 +8,7 @@ that would make the sentence false fails here first.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from backprop_course.gradcheck import central_difference, forward_difference
 
@@ -65,3 +66,27 @@ def test_lesson06_untrained_loss_starts_a_little_above_ln_c():
     )
     loss = nn.SoftmaxCrossEntropy().forward(model.forward(X), y)
     assert np.log(3) < loss < 1.1 * np.log(3)
+
+
+# ---------------------------------------------------------------- lessons 04-05: weight layouts
+
+
+def test_lesson05_torch_linear_weight_is_our_w_transposed():
+    """nn.Linear.weight is (out, in): our W is weight.T and weight.grad is our dW.T = dY^T X."""
+    torch = pytest.importorskip("torch")
+    from backprop_course import nn
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(3, 2).double()
+    assert tuple(linear.weight.shape) == (2, 3)
+    ours = nn.Linear(3, 2, rng=0)
+    ours.W[...] = linear.weight.detach().numpy().T
+    ours.b[...] = linear.bias.detach().numpy()
+    X = np.random.default_rng(1).normal(size=(4, 3))
+    dY = np.random.default_rng(2).normal(size=(4, 2))
+    Y = linear(torch.from_numpy(X))
+    Y.backward(torch.from_numpy(dY))
+    np.testing.assert_allclose(ours.forward(X), Y.detach().numpy(), rtol=1e-12)
+    ours.backward(dY)
+    np.testing.assert_allclose(linear.weight.grad.numpy(), ours.dW.T, rtol=1e-12)
+    np.testing.assert_allclose(ours.dW.T, dY.T @ X, rtol=1e-12)
