@@ -99,22 +99,26 @@ def make_circles(n: int = 100, noise: float = 0.05, factor: float = 0.5, seed: i
     return _shuffled(rng, X, _labels(sizes))
 
 
-def make_spirals(n: int = 100, classes: int = 2, noise: float = 0.2, seed: int = 0):
+def make_spirals(
+    n: int = 100, classes: int = 2, noise: float = 0.2, seed: int = 0, turn: float = 4.0
+):
     """``classes`` spiral arms around the origin, one per class, radius up to 1.
 
-    Arm ``k`` starts at angle ``2π k / classes`` and turns by 4 radians on its
-    way out; ``noise`` is the standard deviation of the Gaussian jitter added to
-    each point's angle (in radians), so the arms blur into each other as it grows.
+    Arm ``k`` starts at angle ``2π k / classes`` and turns by ``turn`` radians on
+    its way out (the more, the more tightly the arms wind round each other);
+    ``noise`` is the standard deviation of the Gaussian jitter added to each
+    point's angle (in radians), so the arms blur into each other as it grows.
     """
     classes = _check_int("classes", classes, 2)
     n = _check_int("n", n, max(2, classes))
     noise = _check_noise(noise)
+    turn = _check_real("turn", turn, "a finite number", np.isfinite)
     rng = np.random.default_rng(seed)
     sizes = _class_sizes(n, classes)
     arms = []
     for k, size in enumerate(sizes):
         radius = np.linspace(0.05, 1.0, size)
-        angle = 2 * np.pi * k / classes + 4.0 * radius + rng.normal(scale=noise, size=size)
+        angle = 2 * np.pi * k / classes + turn * radius + rng.normal(scale=noise, size=size)
         arms.append(radius[:, None] * np.column_stack([np.cos(angle), np.sin(angle)]))
     return _shuffled(rng, np.concatenate(arms), _labels(sizes))
 

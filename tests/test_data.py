@@ -96,6 +96,24 @@ def test_spirals_stay_within_unit_disc():
     assert np.hypot(*X.T).max() <= 1 + 1e-12
 
 
+def test_spiral_turn_sets_how_far_each_arm_winds():
+    """Without noise, arm 0 ends at angle `turn` (mod 2π); the default turn is 4 radians."""
+    for turn, kwargs in [(4.0, {}), (7.0, {"turn": 7.0})]:
+        X, y = data.make_spirals(n=300, classes=3, noise=0.0, **kwargs)
+        arm = X[y == 0]
+        outer = arm[np.argmax(np.hypot(*arm.T))]
+        angle = np.arctan2(outer[1], outer[0]) % (2 * np.pi)
+        assert np.isclose(angle, turn % (2 * np.pi)), (turn, angle)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "7", None])
+def test_bad_spiral_turn_is_a_clear_error(bad):
+    """A non-finite or non-numeric turn raises ValueError naming turn and the value received."""
+    with pytest.raises(ValueError, match=r"turn must be a finite number, got") as error:
+        data.make_spirals(turn=bad)
+    assert repr(bad) in str(error.value)
+
+
 @pytest.mark.parametrize("name", MAKERS)
 @pytest.mark.parametrize("bad", [1, 0, -5, 2.5, "10", True, None])
 def test_bad_n_is_a_clear_error(name, bad):

@@ -153,6 +153,19 @@ def test_live_loss_plot_records_and_finishes_headless():
     assert ax.get_title().startswith("Demo") and ax.get_xlabel() == "step"
 
 
+def test_live_loss_plot_names_its_x_axis_and_main_series():
+    """xlabel names the x axis and the title's last point; label names the loss in the legend."""
+    live = plotting.LiveLossPlot(title="Demo", xlabel="epoch", label="training loss")
+    for epoch in range(3):
+        live.update(epoch, 1.0 / (epoch + 1), val_loss=2.0)
+    live.finish()
+    ax = live.figure.axes[0]
+    assert ax.get_xlabel() == "epoch" and "(epoch 2: loss" in ax.get_title()
+    assert "step" not in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["training loss", "val_loss"] and "loss" in live.history
+
+
 def test_live_loss_plot_rejects_bad_every():
     """every must be a positive integer."""
     with pytest.raises(ValueError, match="every"):

@@ -298,6 +298,10 @@ class LiveLossPlot:
     In a Jupyter kernel the plot is one image, updated in place on the first call,
     then at most every ``every`` calls (and not more often than ``min_interval``
     seconds), and at :meth:`finish`. Elsewhere ``update`` only records.
+    Every series shares one y axis labelled ``ylabel``, so pass only series in
+    the loss's units (a validation loss, not an accuracy); ``xlabel`` names the
+    first argument of ``update`` (``"step"`` by default, ``"epoch"`` when it counts epochs)
+    and ``label`` the ``loss`` series in the legend.
     ``history`` holds ``"step"``, ``"loss"`` and each extra series, all the same
     length (``nan`` where a series had no value); ``figure`` is the last figure drawn.
     """
@@ -309,10 +313,13 @@ class LiveLossPlot:
         every: int = 10,
         logy: bool = False,
         min_interval: float = 0.2,
+        xlabel: str = "step",
+        label: str = "loss",
     ):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         self.title, self.ylabel, self.every, self.logy = title, ylabel, every, logy
+        self.xlabel, self.label = xlabel, label
         self.min_interval = min_interval
         self.history: dict[str, list[float]] = {"step": [], "loss": []}
         self.redraws = 0
@@ -344,15 +351,16 @@ class LiveLossPlot:
         for colour, name in zip(_colours(len(series)), series):
             values = np.asarray(self.history[name], dtype=float)
             keep = np.isfinite(values)
-            ax.plot(steps[keep], values[keep], color=colour, linewidth=1.4, label=name)
+            legend = self.label if name == "loss" else name
+            ax.plot(steps[keep], values[keep], color=colour, linewidth=1.4, label=legend)
         if self.logy:
             ax.set_yscale("log")
         if len(series) > 1:
             ax.legend(loc="best", fontsize="small")
         title = self.title
         if steps.size:
-            title += f" (step {steps[-1]:g}: {self.ylabel} {self.history['loss'][-1]:.4g})"
-        ax.set(title=title, xlabel="step", ylabel=self.ylabel)
+            title += f" ({self.xlabel} {steps[-1]:g}: {self.ylabel} {self.history['loss'][-1]:.4g})"
+        ax.set(title=title, xlabel=self.xlabel, ylabel=self.ylabel)
         ax.grid(alpha=0.3)
         return ax
 
