@@ -144,7 +144,7 @@ def _loaded(forbid: tuple[str, ...]) -> tuple[str, ...]:
 
     Code of a module nobody imported cannot run, so there is nothing to watch, and a
     numpy exercise need not import torch to forbid ``torch.optim``. An answer that imports
-    one itself is watched from the check's next call on (checks call answers many times).
+    one itself is watched by module name while it runs (see :func:`_pending`).
     """
     kept = []
     for dotted in forbid:
@@ -246,15 +246,46 @@ def _torch_tripwires(watch: _Watch, rule: str) -> Iterator[None]:
         yield
 
 
+def _pending(forbid: tuple[str, ...]) -> dict[str, list[tuple[str, str]]]:
+    """For forbidden names whose module is not loaded yet: module -> [(qualname, name)].
+
+    ``"a.b.c"`` may be the module ``a.b.c`` (any function in it: qualname ``""``), or the
+    function or class ``c`` of module ``a.b``; both are listed, and whichever gets
+    imported during the answer's call is watched by module and qualified name.
+    """
+    pending: dict[str, list[tuple[str, str]]] = {}
+    for dotted in forbid:
+        parts = dotted.split(".")
+        for cut in range(2, len(parts) + 1):
+            module, qualname = ".".join(parts[:cut]), ".".join(parts[cut:])
+            pending.setdefault(module, []).append((qualname, dotted))
+    return pending
+
+
 @contextmanager
-def _watch_calls(codes: dict[types.CodeType, str], watch: _Watch) -> Iterator[None]:
-    if not codes:
+def _watch_calls(
+    codes: dict[types.CodeType, str],
+    watch: _Watch,
+    pending: dict[str, list[tuple[str, str]]] | None = None,
+) -> Iterator[None]:
+    """Note every call of forbidden code: known code objects, and functions of forbidden
+    modules that the answer itself imports while it runs (``pending``)."""
+    if not codes and not pending:
         yield
         return
 
     def profile(frame: types.FrameType, event: str, arg: Any) -> None:
         if event == "call":
-            name = codes.get(frame.f_code)
+            code = frame.f_code
+            name = codes.get(code)
+            if name is None and pending:
+                targets = pending.get(frame.f_globals.get("__name__", ""))
+                qualname = getattr(code, "co_qualname", code.co_name)
+                if targets and qualname != "<module>":  # running an import is not a use
+                    for prefix, dotted in targets:
+                        if not prefix or qualname == prefix or qualname.startswith(prefix + "."):
+                            name = dotted
+                            break
             if name is not None:
                 watch.hit(name)
 
@@ -281,12 +312,15 @@ def enforce(
     watch = _Watch()
     # autograd's entry points are watched by their code too: an alias bound before the
     # check (``from torch.autograd import grad``) escapes the tripwire, not the watch.
-    names = _loaded(tuple(forbid)) + (_autograd_names() if autograd else ())
+    loaded = _loaded(tuple(forbid))
+    names = loaded + (_autograd_names() if autograd else ())
     codes = _forbidden_codes(names)
+    # a forbidden module the answer imports itself (a lazy import inside it) is watched too
+    pending = _pending(tuple(name for name in forbid if name not in loaded))
     with ExitStack() as stack:
         if autograd:
             stack.enter_context(_no_autograd(watch, rule))
-        stack.enter_context(_watch_calls(codes, watch))
+        stack.enter_context(_watch_calls(codes, watch, pending))
         try:
             yield
         except RuleBroken:

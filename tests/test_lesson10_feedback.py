@@ -410,6 +410,16 @@ SHORTCUTS = [
         BY_HAND,
     ),
     ("10.layer_norm_backward", tr.layer_norm_backward, "layer_norm_backward"),
+    (
+        "10.layer_norm_backward",
+        lambda x, g, dy, eps: tr._layer_norm_backward_cached(dy, *tr._layer_norm_stats(x, eps), g),
+        "_layer_norm_backward_cached",
+    ),
+    (
+        "10.layer_norm_backward",
+        lambda x, g, dy, eps: tr._ln_backward(dy, tr._ln_forward(x, g, 0 * g, eps)[1], g),
+        "backprop_course.transformer._ln_backward",
+    ),
     ("10.gelu_backward", _autograd(tr.gelu), BY_HAND),
     ("10.gelu_backward", _vjp_gelu, BY_HAND),
     ("10.gelu_backward", tr.gelu_backward, "backprop_course.transformer.gelu_backward"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from backprop_course.optim import warmup_cosine
 from backprop_course.rules import (
     BY_HAND,
     OWN_CODE,
+    RuleBroken,
     call_under_rules,
     enforce,
     probe_under_rules,
@@ -179,3 +181,30 @@ def test_importing_torch_inside_the_answer_is_refused_when_torch_is_not_loaded()
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "the answer imported torch" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_forbidden_module_the_answer_imports_itself_is_watched(tmp_path, monkeypatch):
+    """A forbidden function in a module nobody had loaded, imported inside the answer (a
+    lazy import), is caught by module and name while the answer runs; importing it alone
+    is not a use."""
+    package = tmp_path / "lazy_reference_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tools.py").write_text("def solve():\n    return 42\n\ndef other():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lazy_reference_pkg", raising=False)
+    monkeypatch.delitem(sys.modules, "lazy_reference_pkg.tools", raising=False)
+
+    def answer(name):
+        import lazy_reference_pkg.tools as tools
+
+        return getattr(tools, name)()
+
+    forbid = ("lazy_reference_pkg.tools.solve",)
+    with (
+        pytest.raises(RuleBroken, match=r"used lazy_reference_pkg\.tools\.solve"),
+        enforce(forbid=forbid),
+    ):
+        answer("solve")
+    with enforce(forbid=forbid):
+        assert answer("other") == 1

@@ -49,6 +49,8 @@ OP_BACKWARDS = tuple(
     for name in (
         "softmax_backward",
         "layer_norm_backward",
+        "_layer_norm_backward_cached",  # what layer_norm_backward and _ln_backward call
+        "_ln_backward",
         "gelu_backward",
         "gelu_derivative",
         "linear_backward",
