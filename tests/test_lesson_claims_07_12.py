@@ -7,6 +7,8 @@ make the text wrong fails a test instead of misleading a learner.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,70 @@ def test_lesson08_rmsprop_first_step_is_ten_lr():
     p = np.array([-4.5, 1.5])
     optim.RMSprop([p], lr=0.1).step([np.array(optim.bowl_grad(*p))])
     assert p == pytest.approx([-3.5, 0.5])
+
+
+# ---------------------------------------------------------------- lesson 11
+
+
+def _markdown(stem: str) -> str:
+    import nbformat
+
+    from conftest import ROOT
+
+    notebook = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    return "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+
+
+def test_lesson11_preset_table_matches_the_presets():
+    """Lesson 11's preset table quotes each preset's model size, steps, batch and learning rate."""
+    import torch
+
+    from backprop_course.gpt import GPT, PRESETS
+
+    text = _markdown("11_gpt_on_gpu")
+    row = re.compile(
+        r"\| `(\w+)` \| [^|]+ \| (\d+) layers, (\d+) heads, (\d+) wide, context (\d+)"
+        r"(?: \(([\d.]+)M[^)]*\))? \| (\d+) steps"
+        r"(?: of (\d+) x (\d+) characters, learning rate ([\d.e-]+))?"
+    )
+    rows = {m[1]: m for m in row.finditer(text)}
+    assert set(rows) == {"gpu", "cpu", "test"}
+    for name, m in rows.items():
+        model, training = PRESETS[name]
+        quoted = tuple(int(v) for v in m.group(2, 3, 4, 5, 7))
+        assert quoted == (
+            model.n_layer,
+            model.n_head,
+            model.n_embd,
+            model.block_size,
+            training.max_iters,
+        ), name
+        if m[6] is not None:
+            digits = len(m[6].partition(".")[2])  # compared to the digits quoted
+            with torch.device("meta"):  # the count, without allocating the weights
+                count = GPT(model).num_params()
+            assert float(m[6]) == round(count / 1e6, digits), name
+        if m[8] is not None:
+            assert (int(m[8]), int(m[9])) == (training.batch_size, model.block_size), name
+            assert float(m[10]) == training.learning_rate, name
+
+
+def test_lesson11_expected_loss_is_the_recorded_benchmark():
+    """Lesson 11's 'all N steps (about S s) reach L' is benchmarks/gpt_cpu.json, to its digits."""
+    import json
+
+    from backprop_course.gpt import preset
+    from conftest import ROOT
+
+    text = _markdown("11_gpt_on_gpu")
+    m = re.search(
+        r"With all ([\d,]+) steps \(about (\d+) s on 2 quiet\s+cores\) the `cpu` preset"
+        r"\s+reaches ([\d.]+) on validation",
+        text,
+    )
+    assert m, "the sentence quoting the cpu benchmark is gone: update this test"
+    bench = json.loads((ROOT / "benchmarks" / "gpt_cpu.json").read_text())
+    steps = int(m[1].replace(",", ""))
+    assert steps == bench["steps"] == preset("cpu")[1].max_iters
+    assert float(m[3]) == round(bench["val_loss"], 2)
+    assert abs(int(m[2]) - bench["seconds"]) <= 0.2 * bench["seconds"]
