@@ -1,8 +1,9 @@
 """Interactive explorers for the notebooks (ipywidgets), and the pure functions behind them.
 
 - :func:`gradient_flow` builds a deep ``nn.MLP``, runs one forward and backward pass
-  on random data, and returns each layer's gradient norm and activations;
-  :func:`gradient_flow_explorer` puts sliders on it (depth, activation, init, scale).
+  on random data, and returns, per layer, the gradient ``dL/da`` reaching it, the
+  spread of its activations and its weight gradient; :func:`gradient_flow_explorer`
+  puts sliders on it (depth, activation, init, scale).
 - :func:`run_optimizer` runs one optimizer from ``backprop_course.optim`` on a 2-D
   surface and returns its path; :func:`learning_rate_explorer` puts sliders on it
   (surface, optimizer, learning rate, steps).
