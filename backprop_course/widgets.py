@@ -1,8 +1,9 @@
 """Interactive explorers for the notebooks (ipywidgets), and the pure functions behind them.
 
 - :func:`gradient_flow` builds a deep ``nn.MLP``, runs one forward and backward pass
-  on random data, and returns each layer's gradient norm and activations;
-  :func:`gradient_flow_explorer` puts sliders on it (depth, activation, init, scale).
+  on random data, and returns, per layer, the gradient ``dL/da`` reaching it, the
+  spread of its activations and its weight gradient; :func:`gradient_flow_explorer`
+  puts sliders on it (depth, activation, init, scale).
 - :func:`run_optimizer` runs one optimizer from ``backprop_course.optim`` on a 2-D
   surface and returns its path; :func:`learning_rate_explorer` puts sliders on it
   (surface, optimizer, learning rate, steps).
@@ -136,8 +137,20 @@ def gradient_flow(
     "normal" or a float std) and then multiplied by ``scale``. It sees ``batch``
     standard-normal inputs with random labels under softmax cross-entropy.
 
-    Returns ``{"names": ["layer 1", ...], "grad_norms": [|dW| per Linear layer],
-    "activations": {"layer k": output of the k-th activation}, "loss": float}``.
+    Returns a dict:
+
+    - ``"names"``: ``["layer 1", ...]``, one per Linear layer, and ``"grad_norms"``:
+      the norm of each Linear layer's weight gradient ``|dW|``;
+    - ``"hidden"``: ``["layer 1", ...]``, one per activation (hidden) layer,
+      ``"activation_grad_norms"``: the norm of ``dL/da`` arriving at each hidden
+      layer's output (the error signal of the backward pass), and
+      ``"activation_stds"``: the standard deviation of each hidden layer's output
+      (the forward signal);
+    - ``"activations"``: ``{"layer k": output of the k-th activation}``; ``"loss"``.
+
+    ``|dW_l| = |a_{l-1}^T delta_l|`` multiplies the forward signal by the backward one,
+    so when both drift by the same factor per layer (ReLU at any init scale) the
+    weight gradients stay level while ``dL/da`` vanishes or explodes.
     """
     from backprop_course import nn
 
@@ -154,7 +167,7 @@ def gradient_flow(
     rng = np.random.default_rng(seed + 1)
     h = rng.standard_normal((batch, width))
     targets = rng.integers(0, classes, size=batch)
-    activations = {}
+    activations, activation_grad_norms = {}, []
     with np.errstate(all="ignore"):
         for layer in model.layers:
             h = layer.forward(h)
@@ -164,10 +177,16 @@ def gradient_flow(
         loss = float(criterion.forward(h, targets))
         grad = criterion.backward()
         for layer in reversed(model.layers):
+            if not isinstance(layer, nn.Linear):  # grad is dL/d(output of this activation)
+                activation_grad_norms.append(float(np.linalg.norm(grad)))
             grad = layer.backward(grad)
+        stds = [float(a.std()) for a in activations.values()]
     return {
         "names": [f"layer {i}" for i in range(1, len(linears) + 1)],
         "grad_norms": [float(np.linalg.norm(layer.dW)) for layer in linears],
+        "hidden": list(activations),
+        "activation_grad_norms": activation_grad_norms[::-1],
+        "activation_stds": stds,
         "activations": activations,
         "loss": loss,
     }
@@ -177,16 +196,48 @@ def _init_label(init) -> str:
     return next((label for label, value in INITS if value == init), str(init))
 
 
-def _draw_gradient_flow(fig, depth, activation, init, scale, seed, width):
-    result = gradient_flow(depth, activation, init, width=width, seed=seed, scale=scale)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.15])
-    ax = top.subplots()
-    title = f"Gradient flow: {depth} layers, {activation}, init {_init_label(init)} × {scale:.3g}"
+def _ratio(values) -> str:
+    return f"{values[0] / values[-1]:.1e}" if values and values[-1] > 0 else "n/a"
+
+
+def _signal_panel(ax, names, values, title, ylabel):
+    """One per-layer panel (bars, log scale); says so on the axes if the values overflowed."""
     try:
-        plot_gradient_flow(result["names"], result["grad_norms"], ax=ax, title=title)
+        plot_gradient_flow(names, values, ax=ax, title=title)
     except ValueError as error:  # overflowed: say so instead of failing
         ax.text(0.5, 0.5, str(error), ha="center", va="center", wrap=True, transform=ax.transAxes)
-        ax.set(title=title, xlabel="layer (input → output)", ylabel="gradient norm")
+        ax.set(title=title)
+    ax.set(xlabel="hidden layer (input → output)", ylabel=ylabel)
+
+
+def _draw_gradient_flow(fig, depth, activation, init, scale, seed, width):
+    result = gradient_flow(depth, activation, init, width=width, seed=seed, scale=scale)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    top.suptitle(
+        f"Gradient flow: {depth} layers, {activation}, init {_init_label(init)} × {scale:.3g}"
+        f"  (weight gradients |dW|, first / last layer: {_ratio(result['grad_norms'])})"
+    )
+    backward, forward = top.subplots(1, 2)
+    numbers = [name.removeprefix("layer ") for name in result["hidden"]]
+    if numbers:
+        _signal_panel(
+            backward,
+            numbers,
+            result["activation_grad_norms"],
+            "backward: |dL/da| arriving at each hidden layer",
+            "|dL/da| (log scale)",
+        )
+        _signal_panel(
+            forward,
+            numbers,
+            result["activation_stds"],
+            "forward: std of each hidden layer's activations",
+            "std of a (log scale)",
+        )
+    else:
+        backward.set_title("no hidden layer: nothing to show")
+        backward.set_axis_off()
+        forward.set_axis_off()
     acts = result["activations"]
     if acts:
         keys = list(acts)
@@ -206,11 +257,12 @@ def gradient_flow_explorer(
     init="glorot",
     width: int = 64,
 ):
-    """Sliders for depth, activation, initialisation and its scale; redraws the gradient
-    norm of every layer and the activation histograms of a few layers.
+    """Sliders for depth, activation, initialisation and its scale; redraws, per hidden
+    layer, the gradient ``|dL/da|`` arriving at it and the spread of its activations,
+    and the activation histograms of a few layers.
 
-    Try: tanh or sigmoid with depth 20 (the first layers get almost no gradient),
-    relu with "he" (flat), then move the scale away from 1 (vanishing or exploding).
+    Try: sigmoid with depth 20 (the first layers get almost no gradient), relu with
+    "he" (flat), then move the scale away from 1 (vanishing or exploding).
     """
     import ipywidgets as w
 
@@ -218,7 +270,7 @@ def gradient_flow_explorer(
 
     def redraw(depth, activation, init, scale):
         plotter.show(
-            (9, 7.5),
+            (10, 8),
             depth=depth,
             activation=activation,
             init=init,

@@ -45,6 +45,25 @@ def test_gradient_flow_relu_he_stays_flat():
     assert max(norms) / min(norms) < 10
 
 
+def test_gradient_flow_reports_the_signals_of_every_hidden_layer():
+    """Per hidden layer: |dL/da| and the activations' std, one value each, all positive."""
+    result = widgets.gradient_flow(5, "tanh", "glorot", width=16)
+    assert result["hidden"] == list(result["activations"])
+    for key in ("activation_grad_norms", "activation_stds"):
+        assert len(result[key]) == 4 and all(v > 0 for v in result[key])
+    assert result["activation_stds"][0] == pytest.approx(result["activations"]["layer 1"].std())
+
+
+@pytest.mark.parametrize(("scale", "vanishes"), [(0.5, True), (2.0, False)])
+def test_gradient_flow_relu_scale_moves_the_signals_but_not_dw(scale, vanishes):
+    """ReLU, He x 0.5 (x 2): dL/da and forward std vanish (explode); |dW| stays level."""
+    result = widgets.gradient_flow(20, "relu", "he", scale=scale)
+    back, forward = result["activation_grad_norms"], result["activation_stds"]
+    shrink = back[0] / back[-1], forward[-1] / forward[0]
+    assert all((r < 1e-4) if vanishes else (r > 1e4) for r in shrink)
+    assert max(result["grad_norms"]) / min(result["grad_norms"]) < 10
+
+
 def test_gradient_flow_scale_changes_the_picture():
     """Shrinking the init scale shrinks every layer's gradient by orders of magnitude."""
     healthy = widgets.gradient_flow(15, "tanh", "glorot")["grad_norms"]
@@ -102,12 +121,15 @@ def test_gradient_flow_explorer_builds_and_redraws():
     explorer = widgets.gradient_flow_explorer(depth=4, width=16)
     plotter = explorer.plotter
     assert plotter.redraws == 1
-    assert plotter.figure.axes[0].get_title().startswith("Gradient flow: 4 layers")
+    title = plotter.figure.subfigs[0].get_suptitle()
+    assert title.startswith("Gradient flow: 4 layers")
+    assert plotter.figure.axes[0].get_title().startswith("backward: |dL/da|")
+    assert plotter.figure.axes[1].get_title().startswith("forward: std")
     depth = next(c for c in explorer.children if getattr(c, "description", "") == "depth")
     depth.value = 6
-    assert plotter.redraws == 2 and len(plotter.result["grad_norms"]) == 6
+    assert plotter.redraws == 2 and len(plotter.result["activation_grad_norms"]) == 5
     explorer.children[1].value = "relu"
-    assert plotter.redraws == 3 and "relu" in plotter.figure.axes[0].get_title()
+    assert plotter.redraws == 3 and "relu" in plotter.figure.subfigs[0].get_suptitle()
 
 
 def test_learning_rate_explorer_builds_and_redraws():

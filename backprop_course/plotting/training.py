@@ -126,8 +126,10 @@ def plot_gradient_flow(
         values = np.concatenate(list(checked.values()))
         values = values[values > 0]
         if values.size:
-            high = 8 * values.max()
-            ax.set_ylim(min(values.min() / 2, high / 1e3), high)
+            low = min(values.min() / 2, 8 * values.max() / 1e3)
+            # The note sits in the top fifth of the axes: keep the bars out of it.
+            high = values.max() * max(8.0, (values.max() / low) ** 0.25)
+            ax.set_ylim(low, high)
     step = max(1, math.ceil(len(names) / 16))
     long = len(names) > 8 or max(map(len, names)) > 8
     ax.set_xticks(
