@@ -86,7 +86,9 @@ def device_name(device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    plural = "thread" if threads == 1 else "threads"
+    return f"{platform.processor() or platform.machine()} CPU, {threads} {plural}"
 
 
 def synchronize(device) -> None:
