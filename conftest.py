@@ -1,7 +1,8 @@
 """Test-wide settings: a private progress store and lessons in test mode.
 
 Both are environment variables, so the Jupyter kernels that nbval starts for
-the notebooks inherit them too.
+the notebooks inherit them too. This file sits at the repository's root so that
+they hold for every run, also ``pytest solutions/06_numpy_mlp.ipynb`` on its own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from backprop_course import settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parent
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="backprop-course-test-home-")
 os.environ[settings.HOME_VARIABLE] = _SESSION_HOME
