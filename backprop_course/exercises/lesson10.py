@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from functools import partial, wraps
+from functools import partial
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from backprop_course.compare import (
     is_stub,
     unpack,
 )
-from backprop_course.device import torch_threads
 from backprop_course.exercises import exercise
+from backprop_course.exercises._torch import one_thread, random_tensor, require_exact
 from backprop_course.rules import BY_HAND, call_under_rules
 
 RTOL, ATOL = 1e-6, 1e-9
@@ -107,38 +107,7 @@ def _refuse_low_precision(values: Mapping, expected: Mapping) -> None:
             )
 
 
-def _require_exact(got: Mapping, expected: Mapping, context: str) -> None:
-    """After the usual comparison: Wrong unless every gradient agrees to rounding error."""
-    for name, value in got.items():
-        value, want = as_array(value, name), as_array(expected[name], name)
-        scale = max(float(np.abs(want).max()), 1e-300)
-        error = float(np.abs(value - want).max()) / scale
-        if error <= EXACT:
-            continue
-        raise Wrong(
-            f"{name} agrees with the exact gradient only to about {error:.0e} (relative) "
-            f"{context}: {BY_HAND}, exact to rounding error (about 1e-15); a finite "
-            "difference, or a step computed in lower precision, is not exact"
-        )
-
-
-def _one_thread(checker):
-    """Run a check with one torch thread: its tensors are tiny, and on a busy machine
-    two threads waiting on each other make every small operation hundreds of times slower."""
-
-    @wraps(checker)
-    def run(answer, rng):
-        with torch_threads(1):
-            return checker(answer, rng)
-
-    return run
-
-
 # ------------------------------------------------------------------ helpers
-
-
-def _tensor(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return torch.from_numpy(scale * rng.standard_normal(shape))
 
 
 def _grad(f, inputs: Sequence[torch.Tensor], dy: torch.Tensor) -> list[torch.Tensor]:
@@ -163,11 +132,11 @@ def _grad(f, inputs: Sequence[torch.Tensor], dy: torch.Tensor) -> list[torch.Ten
         "dx = y * (dy - (y * dy).sum(dim=-1, keepdim=True)).",
     ),
 )
-@_one_thread
+@one_thread
 def _softmax_backward(answer, rng):
     for shape in ((3, 5), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 7)):
-        x = _tensor(rng, *shape, scale=2.0)
-        dy = _tensor(rng, *shape)
+        x = random_tensor(rng, *shape, scale=2.0)
+        dy = random_tensor(rng, *shape)
         y = tr.softmax(x)
         raw = _call_by_hand(answer, y.clone(), dy.clone())
         _refuse_low_precision({"dx": raw}, {"dx": tr.softmax_backward(y, dy)})
@@ -195,10 +164,11 @@ def _softmax_backward(answer, rng):
                 "forgot to multiply by y outside the bracket": dy - row_sum,
             },
         )
-        _require_exact(
+        require_exact(
             {"dx": got},
             {"dx": tr.softmax_backward(y, dy)},
             f"for y and dy of shape {tuple(shape)}",
+            exact=EXACT,
         )
 
 
@@ -250,14 +220,14 @@ def _layer_norm_variant(x, gamma, dy, eps, **switches):
         "dgamma = (dy * xhat).sum(dim=(0, 1)) and dbeta = dy.sum(dim=(0, 1)) for (B, T, C) input.",
     ),
 )
-@_one_thread
+@one_thread
 def _layer_norm_backward(answer, rng):
     for shape in ((1, 1, 4), (int(rng.integers(2, 4)), int(rng.integers(2, 5)), 6)):
         C = shape[-1]
-        x = _tensor(rng, *shape, scale=1.5) + float(rng.normal())
-        gamma = 1.0 + _tensor(rng, C, scale=0.5)
-        beta = _tensor(rng, C, scale=0.5)
-        dy = _tensor(rng, *shape)
+        x = random_tensor(rng, *shape, scale=1.5) + float(rng.normal())
+        gamma = 1.0 + random_tensor(rng, C, scale=0.5)
+        beta = random_tensor(rng, C, scale=0.5)
+        dy = random_tensor(rng, *shape)
         eps = float(rng.choice([1e-5, 1e-3]))
         result = _call_by_hand(answer, x.clone(), gamma.clone(), dy.clone(), eps)
         got = unpack(result, ("dx", "dgamma", "dbeta"))
@@ -305,7 +275,7 @@ def _layer_norm_backward(answer, rng):
                 "forgot rstd in dx": {"dx": dx / rstd},
             },
         )
-        _require_exact(got, want, f"for x of shape {tuple(shape)}")
+        require_exact(got, want, f"for x of shape {tuple(shape)}", exact=EXACT)
 
 
 # ------------------------------------------------------------------ 10.gelu_backward
@@ -326,11 +296,11 @@ _A = 0.044715
         "dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 0.134145 x^2)).",
     ),
 )
-@_one_thread
+@one_thread
 def _gelu_backward(answer, rng):
     for shape in ((7,), (int(rng.integers(2, 4)), int(rng.integers(3, 6)), 5)):
-        x = _tensor(rng, *shape, scale=2.0)
-        dy = _tensor(rng, *shape)
+        x = random_tensor(rng, *shape, scale=2.0)
+        dy = random_tensor(rng, *shape)
         got = _call_by_hand(answer, x.clone(), dy.clone())
         (expected,) = _grad(tr.gelu, (x,), dy)
         _refuse_low_precision({"dx": got}, {"dx": expected})
@@ -361,7 +331,7 @@ def _gelu_backward(answer, rng):
                 + 0.5 * x * (1 - t**2) * du,
             },
         )
-        _require_exact({"dx": got}, {"dx": expected}, f"for x of shape {shape}")
+        require_exact({"dx": got}, {"dx": expected}, f"for x of shape {shape}", exact=EXACT)
 
 
 # ------------------------------------------------------------------ 10.attention_backward
@@ -397,11 +367,11 @@ def _attention_variant(q, k, v, dout, *, scale=True, mask=True, row_sum=True, dk
         "(use .transpose(-2, -1)).",
     ),
 )
-@_one_thread
+@one_thread
 def _attention_backward(answer, rng):
     for B, H, T, d in ((1, 1, 3, 2), (2, int(rng.integers(2, 4)), int(rng.integers(4, 7)), 4)):
-        q, k, v = (_tensor(rng, B, H, T, d) for _ in range(3))
-        dout = _tensor(rng, B, H, T, d)
+        q, k, v = (random_tensor(rng, B, H, T, d) for _ in range(3))
+        dout = random_tensor(rng, B, H, T, d)
         result = _call_by_hand(answer, q.clone(), k.clone(), v.clone(), dout.clone())
         got = unpack(result, ("dQ", "dK", "dV"))
         dq, dk, dv = _grad(tr.causal_attention, (q, k, v), dout)
@@ -427,7 +397,7 @@ def _attention_backward(answer, rng):
                 "dQ and dK are swapped": {"dQ": dk, "dK": dq},
             },
         )
-        _require_exact(got, want, f"for q, k, v of shape {(B, H, T, d)}")
+        require_exact(got, want, f"for q, k, v of shape {(B, H, T, d)}", exact=EXACT)
 
 
 # ------------------------------------------------------------------ 10.block_backward
@@ -494,13 +464,13 @@ def _block_from_list(x, *params, n_head):
         "axis into d(qkv).",
     ),
 )
-@_one_thread
+@one_thread
 def _block_backward(answer, rng):
     for B, T, C, n_head in ((1, 3, 4, 1), (2, int(rng.integers(3, 6)), 8, 2)):
         seed = int(rng.integers(2**31))
         params = tr.init_block_params(C, generator=seed, scale=0.3)
-        x = _tensor(rng, B, T, C)
-        dout = _tensor(rng, B, T, C)
+        x = random_tensor(rng, B, T, C)
+        dout = random_tensor(rng, B, T, C)
         result = _call_by_hand(
             answer,
             x.clone(),
@@ -540,7 +510,9 @@ def _block_backward(answer, rng):
                 "gradient": partial(variant, attn_gets_total=False),
             },
         )
-        _require_exact(got, expected, f"for x of shape {(B, T, C)} with {n_head} head(s)")
+        require_exact(
+            got, expected, f"for x of shape {(B, T, C)} with {n_head} head(s)", exact=EXACT
+        )
 
 
 # ------------------------------------------------------------------ 10.activation_bytes
@@ -560,7 +532,7 @@ def _block_backward(answer, rng):
         "16*B*T*C + B*n_head*T*T + 2*B*T numbers, times itemsize bytes.",
     ),
 )
-@_one_thread
+@one_thread
 def _activation_bytes(answer, rng):
     cases = [(1, 1024, 768, 12, 2)]
     for _ in range(4):

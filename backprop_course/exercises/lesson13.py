@@ -15,7 +15,6 @@ right``), so the learner knows where their backward first goes astray.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import wraps
 
 import numpy as np
 import torch
@@ -30,8 +29,8 @@ from backprop_course.compare import (
     is_stub,
     unpack,
 )
-from backprop_course.device import torch_threads
 from backprop_course.exercises import exercise
+from backprop_course.exercises._torch import one_thread, random_tensor, require_exact
 from backprop_course.gpt import manual
 from backprop_course.rules import BY_HAND, call_under_rules
 
@@ -69,21 +68,6 @@ def _by_hand(answer, *args, forbid=FORBIDDEN):
     return call_under_rules(answer, *args, autograd=True, forbid=forbid, rule=BY_HAND)
 
 
-def _one_thread(checker):
-    """Tiny tensors: one torch thread is fastest, and stays fast on a busy machine."""
-
-    @wraps(checker)
-    def run(answer, rng):
-        with torch_threads(1):
-            return checker(answer, rng)
-
-    return run
-
-
-def _tensor(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return torch.from_numpy(scale * rng.standard_normal(shape))
-
-
 def _tokens(rng: np.random.Generator, B: int, T: int, V: int) -> torch.Tensor:
     """Token ids ``(B, T)`` from a vocabulary of ``V`` with at least one repeated token."""
     idx = rng.integers(0, V, size=(B, T))
@@ -98,19 +82,6 @@ def _float64_only(values: Mapping) -> None:
             raise Wrong(
                 f"{name} is a {str(dtype).removeprefix('torch.')} tensor: the inputs are "
                 "float64; keep every computation in float64 (no .float())"
-            )
-
-
-def _require_exact(got: Mapping, expected: Mapping, context: str) -> None:
-    for name, value in got.items():
-        value, want = as_array(value, name), as_array(expected[name], name)
-        scale = max(float(np.abs(want).max()), 1e-300)
-        error = float(np.abs(value - want).max()) / scale
-        if error > EXACT:
-            raise Wrong(
-                f"{name} agrees with the exact gradient only to about {error:.0e} (relative) "
-                f"{context}: {BY_HAND}, exact to rounding error; a finite difference or a step "
-                "in lower precision is not exact"
             )
 
 
@@ -146,11 +117,11 @@ def _assigned_rows(got: np.ndarray, idx: np.ndarray, dx: np.ndarray, want: np.nd
         "dwpe is the whole (block_size, C) table: zero, with dwpe[:T] = dx.sum(dim=0).",
     ),
 )
-@_one_thread
+@one_thread
 def _embedding_backward(answer, rng):
     for B, T, C, V, block in ((2, 3, 2, 4, 4), (3, int(rng.integers(4, 7)), 5, 6, 8)):
         idx = _tokens(rng, B, T, V)
-        dx = _tensor(rng, B, T, C)
+        dx = random_tensor(rng, B, T, C)
         result = _by_hand(answer, idx.clone(), dx.clone(), V, block)
         got = unpack(result, ("dwte", "dwpe"))
         _float64_only(got)
@@ -183,7 +154,7 @@ def _embedding_backward(answer, rng):
                 },
             },
         )
-        _require_exact(got, {"dwte": dwte, "dwpe": dwpe}, where)
+        require_exact(got, {"dwte": dwte, "dwpe": dwpe}, where, exact=EXACT)
 
 
 # ------------------------------------------------------------------ 13.tied_head
@@ -204,13 +175,13 @@ def _embedding_backward(answer, rng):
         "both uses: return dh and dwte_head + dwte_embedding.",
     ),
 )
-@_one_thread
+@one_thread
 def _tied_head(answer, rng):
     for B, T, C, V in ((1, 2, 3, 5), (int(rng.integers(2, 4)), int(rng.integers(3, 6)), 4, 7)):
-        h = _tensor(rng, B, T, C)
-        wte = _tensor(rng, V, C, scale=0.5)
-        dlogits = _tensor(rng, B, T, V)
-        d_embedding = _tensor(rng, V, C)
+        h = random_tensor(rng, B, T, C)
+        wte = random_tensor(rng, V, C, scale=0.5)
+        dlogits = random_tensor(rng, B, T, V)
+        d_embedding = random_tensor(rng, V, C)
         result = _by_hand(answer, h.clone(), wte.clone(), dlogits.clone(), d_embedding.clone())
         got = unpack(result, ("dh", "dwte"))
         _float64_only(got)
@@ -231,7 +202,7 @@ def _tied_head(answer, rng):
                 },
             },
         )
-        _require_exact(got, want, where)
+        require_exact(got, want, where, exact=EXACT)
 
 
 # ------------------------------------------------------------------ 13.cross_entropy_backward
@@ -251,10 +222,10 @@ def _tied_head(answer, rng):
         "reshaped back to (B, T, V); return (loss, dlogits).",
     ),
 )
-@_one_thread
+@one_thread
 def _cross_entropy(answer, rng):
     for B, T, V in ((2, 3, 4), (int(rng.integers(2, 4)), int(rng.integers(4, 7)), 9)):
-        logits = _tensor(rng, B, T, V, scale=2.0)
+        logits = random_tensor(rng, B, T, V, scale=2.0)
         targets = _tokens(rng, B, T, V)
         result = _by_hand(answer, logits.clone(), targets.clone())
         got = unpack(result, ("loss", "dlogits"))
@@ -294,7 +265,7 @@ def _cross_entropy(answer, rng):
                 "the sign is flipped: it is p - onehot, not onehot - p": -dlogits,
             },
         )
-        _require_exact(got, {"loss": loss, "dlogits": dlogits}, where)
+        require_exact(got, {"loss": loss, "dlogits": dlogits}, where, exact=EXACT)
 
 
 # ------------------------------------------------------------------ 13.dropout
@@ -314,14 +285,14 @@ def _cross_entropy(answer, rng):
         "return x * keep / (1 - p), dout * keep / (1 - p) (keep is True where the entry is kept).",
     ),
 )
-@_one_thread
+@one_thread
 def _dropout(answer, rng):
     for shape, p in (
         ((4, 5), 0.25),
         ((2, int(rng.integers(3, 6)), 6), float(rng.uniform(0.1, 0.6))),
     ):
-        x = _tensor(rng, *shape)
-        dout = _tensor(rng, *shape)
+        x = random_tensor(rng, *shape)
+        dout = random_tensor(rng, *shape)
         keep = torch.from_numpy(rng.random(shape) >= p)
         keep.view(-1)[0], keep.view(-1)[1] = True, False  # both kinds, whatever the draw
         result = _by_hand(answer, x.clone(), keep.clone(), p, dout.clone())
@@ -383,7 +354,7 @@ def _random_params(rng: np.random.Generator, n_layer, C, V, block) -> dict[str, 
     shapes |= {"ln_f.weight": (C,), "ln_f.bias": (C,)}
     params = {}
     for name, shape in shapes.items():
-        value = _tensor(rng, *shape, scale=0.3)
+        value = random_tensor(rng, *shape, scale=0.3)
         params[name] = value + 1.0 if "ln_" in name and name.endswith("weight") else value
     return params
 
@@ -495,7 +466,7 @@ def _model_case(rng, n_layer, B, T):
         "of params needs an entry; a gradient left at zero is reported by name.",
     ),
 )
-@_one_thread
+@one_thread
 def _gpt_backward(answer, rng):
     for n_layer, B, T in ((1, 1, 3), (int(rng.integers(2, 4)), 2, int(rng.integers(4, 7)))):
         params, idx, targets, n_head = _model_case(rng, n_layer, B, T)
@@ -537,7 +508,7 @@ def _gpt_backward(answer, rng):
                 "of its gradients": mistake("assign"),
             },
         )
-        _require_exact(got, want, where)
+        require_exact(got, want, where, exact=EXACT)
 
 
 # ------------------------------------------------------------------ 13.train_step
@@ -579,7 +550,7 @@ def _adamw_reference(
         "new m, new v) as dicts by name; do not change the inputs in place.",
     ),
 )
-@_one_thread
+@one_thread
 def _train_step(answer, rng):
     for n_layer, B, T, t in (
         (1, 1, 3, 1),
@@ -590,7 +561,7 @@ def _train_step(answer, rng):
             m = {n: torch.zeros_like(p) for n, p in params.items()}
             v = {n: torch.zeros_like(p) for n, p in params.items()}
         else:
-            m = {n: _tensor(rng, *p.shape, scale=0.05) for n, p in params.items()}
+            m = {n: random_tensor(rng, *p.shape, scale=0.05) for n, p in params.items()}
             v = {n: torch.from_numpy(rng.uniform(1e-4, 1e-2, p.shape)) for n, p in params.items()}
         hyper = {
             "lr": float(rng.uniform(1e-3, 3e-2)),
