@@ -639,65 +639,88 @@ class TransformerBlockFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, n_head, eps, *params):
         p = dict(zip(BLOCK_PARAMETER_NAMES, params))
-        h1, ln1 = _ln_forward(x, p["ln_1.weight"], p["ln_1.bias"], eps)
-        a, attn = _attn_forward(
-            h1,
-            p["attn.c_attn.weight"],
-            p["attn.c_attn.bias"],
-            p["attn.c_proj.weight"],
-            p["attn.c_proj.bias"],
-            n_head,
-        )
-        x1 = x + a
-        h2, ln2 = _ln_forward(x1, p["ln_2.weight"], p["ln_2.bias"], eps)
-        m, mlp_cache = _mlp_forward(
-            h2,
-            p["mlp.c_fc.weight"],
-            p["mlp.c_fc.bias"],
-            p["mlp.c_proj.weight"],
-            p["mlp.c_proj.bias"],
-        )
+        out, caches = _block_forward(x, p, n_head, eps)
         activations = {}
-        for prefix, cache in (("ln_1", ln1), ("attn", attn), ("ln_2", ln2), ("mlp", mlp_cache)):
+        for prefix, cache in caches.items():
             activations |= {f"{prefix}.{k}": t for k, t in cache.items()}
         weights = ("ln_1.weight", "attn.c_attn.weight", "attn.c_proj.weight", "ln_2.weight")
         weights += ("mlp.c_fc.weight", "mlp.c_proj.weight")
         _save(ctx, "TransformerBlockFunction", activations, {w: p[w] for w in weights})
-        return x1 + m
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
         s = _saved(ctx)
-
-        def part(prefix, keys):
-            return {k: s[f"{prefix}.{k}"] for k in keys}
-
-        g = {}
-        # second half: out = x1 + mlp(ln_2(x1))
-        dh2, *mlp_grads = _mlp_backward(
-            dout, part("mlp", ("x", "a", "g")), s["mlp.c_fc.weight"], s["mlp.c_proj.weight"]
-        )
-        names = ("mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
-        g.update(zip(names, mlp_grads))
-        dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = _ln_backward(
-            dh2, part("ln_2", ("xhat", "rstd")), s["ln_2.weight"]
-        )
-        dx1 = dout + dx1_branch  # the residual: skip path + branch
-        # first half: x1 = x + attn(ln_1(x))
-        dh1, *attn_grads = _attn_backward(
-            dx1,
-            part("attn", ("x", "q", "k", "v", "probs", "y")),
-            s["attn.c_attn.weight"],
-            s["attn.c_proj.weight"],
-        )
-        names = ("attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias")
-        g.update(zip(names, attn_grads))
-        dx_branch, g["ln_1.weight"], g["ln_1.bias"] = _ln_backward(
-            dh1, part("ln_1", ("xhat", "rstd")), s["ln_1.weight"]
-        )
-        dx = dx1 + dx_branch
+        caches = {
+            prefix: {k: s[f"{prefix}.{k}"] for k in keys}
+            for prefix, keys in _BLOCK_CACHE_KEYS.items()
+        }
+        dx, g = _block_backward(dout, caches, s)
         return (dx, None, None, *(g[name] for name in BLOCK_PARAMETER_NAMES))
+
+
+# What each part of a block keeps for its backward (see _block_forward's caches).
+_BLOCK_CACHE_KEYS = {
+    "ln_1": ("xhat", "rstd"),
+    "attn": ("x", "q", "k", "v", "probs", "y"),
+    "ln_2": ("xhat", "rstd"),
+    "mlp": ("x", "a", "g"),
+}
+
+
+def _block_forward(
+    x: torch.Tensor, p: dict[str, torch.Tensor], n_head: int, eps: float
+) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
+    """One pre-norm block on plain tensors: ``(out, caches)``, a cache per part
+    (``ln_1``, ``attn``, ``ln_2``, ``mlp``). ``p`` maps :data:`BLOCK_PARAMETER_NAMES`."""
+    h1, ln1 = _ln_forward(x, p["ln_1.weight"], p["ln_1.bias"], eps)
+    a, attn = _attn_forward(
+        h1,
+        p["attn.c_attn.weight"],
+        p["attn.c_attn.bias"],
+        p["attn.c_proj.weight"],
+        p["attn.c_proj.bias"],
+        n_head,
+    )
+    x1 = x + a
+    h2, ln2 = _ln_forward(x1, p["ln_2.weight"], p["ln_2.bias"], eps)
+    m, mlp_cache = _mlp_forward(
+        h2,
+        p["mlp.c_fc.weight"],
+        p["mlp.c_fc.bias"],
+        p["mlp.c_proj.weight"],
+        p["mlp.c_proj.bias"],
+    )
+    return x1 + m, {"ln_1": ln1, "attn": attn, "ln_2": ln2, "mlp": mlp_cache}
+
+
+def _block_backward(
+    dout: torch.Tensor, caches: dict[str, dict[str, torch.Tensor]], p: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(dx, grads)`` through one block, from :func:`_block_forward`'s caches and the
+    block's weights in ``p``; ``grads`` maps every name of :data:`BLOCK_PARAMETER_NAMES`."""
+    g = {}
+    # second half: out = x1 + mlp(ln_2(x1))
+    dh2, *mlp_grads = _mlp_backward(
+        dout, caches["mlp"], p["mlp.c_fc.weight"], p["mlp.c_proj.weight"]
+    )
+    names = ("mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
+    g.update(zip(names, mlp_grads))
+    dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = _ln_backward(
+        dh2, caches["ln_2"], p["ln_2.weight"]
+    )
+    dx1 = dout + dx1_branch  # the residual: skip path + branch
+    # first half: x1 = x + attn(ln_1(x))
+    dh1, *attn_grads = _attn_backward(
+        dx1, caches["attn"], p["attn.c_attn.weight"], p["attn.c_proj.weight"]
+    )
+    names = ("attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias")
+    g.update(zip(names, attn_grads))
+    dx_branch, g["ln_1.weight"], g["ln_1.bias"] = _ln_backward(
+        dh1, caches["ln_1"], p["ln_1.weight"]
+    )
+    return dx1 + dx_branch, g
 
 
 def transformer_block_manual(

@@ -71,6 +71,7 @@ BLOCK_BACKWARDS = tuple(
         "transformer_block_manual",
         "_attn_backward",
         "_mlp_backward",
+        "_block_backward",
     )
 )
 NOT_A_DERIVATION = (

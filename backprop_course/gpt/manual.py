@@ -191,44 +191,13 @@ def dropout_backward(dout: torch.Tensor, keep: torch.Tensor, p: float) -> torch.
 
 def block_forward(x: torch.Tensor, p: Mapping[str, torch.Tensor], n_head: int, eps: float = 1e-5):
     """One pre-norm block (lesson 10) keeping a cache: ``(out, cache)``."""
-    h1, ln1 = tr._ln_forward(x, p["ln_1.weight"], p["ln_1.bias"], eps)
-    a, attn = tr._attn_forward(
-        h1,
-        p["attn.c_attn.weight"],
-        p["attn.c_attn.bias"],
-        p["attn.c_proj.weight"],
-        p["attn.c_proj.bias"],
-        n_head,
-    )
-    x1 = x + a
-    h2, ln2 = tr._ln_forward(x1, p["ln_2.weight"], p["ln_2.bias"], eps)
-    m, mlp = tr._mlp_forward(
-        h2, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"], p["mlp.c_proj.weight"], p["mlp.c_proj.bias"]
-    )
-    return x1 + m, {"ln_1": ln1, "attn": attn, "ln_2": ln2, "mlp": mlp, "params": p}
+    out, caches = tr._block_forward(x, dict(p), n_head, eps)
+    return out, {**caches, "params": p}
 
 
 def block_backward(dout: torch.Tensor, cache) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(dx, grads)`` through one block from :func:`block_forward`'s cache (lesson 10)."""
-    p, g = cache["params"], {}
-    dh2, *mlp_grads = tr._mlp_backward(
-        dout, cache["mlp"], p["mlp.c_fc.weight"], p["mlp.c_proj.weight"]
-    )
-    names = ("mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
-    g.update(zip(names, mlp_grads))
-    dx1_branch, g["ln_2.weight"], g["ln_2.bias"] = tr._ln_backward(
-        dh2, cache["ln_2"], p["ln_2.weight"]
-    )
-    dx1 = dout + dx1_branch
-    dh1, *attn_grads = tr._attn_backward(
-        dx1, cache["attn"], p["attn.c_attn.weight"], p["attn.c_proj.weight"]
-    )
-    names = ("attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias")
-    g.update(zip(names, attn_grads))
-    dx_branch, g["ln_1.weight"], g["ln_1.bias"] = tr._ln_backward(
-        dh1, cache["ln_1"], p["ln_1.weight"]
-    )
-    return dx1 + dx_branch, g
+    return tr._block_backward(dout, cache, dict(cache["params"]))
 
 
 # ---------------------------------------------------------------- the whole model
